@@ -1,0 +1,88 @@
+//! The error a command returns to `main`: which exit code it means, and the
+//! one line printed for it (cause chain, a hint what to do, no password).
+
+use crate::config::ConfigError;
+use crate::connect::ConnectError;
+use crate::init::InitError;
+use crate::schema::files::SchemaFilesError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error(transparent)]
+    Init(#[from] InitError),
+    #[error(transparent)]
+    SchemaFiles(#[from] SchemaFilesError),
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+}
+
+impl Error {
+    /// SPEC §6: 2 for usage or configuration, 1 for a failed run.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Config(_) => 2,
+            _ => 1,
+        }
+    }
+
+    fn connect_error(&self) -> Option<&ConnectError> {
+        match self {
+            Error::Connect(e) | Error::Init(InitError::Connect(e)) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// What the user can do about it.
+    pub fn hint(&self) -> Option<String> {
+        if let Some(e) = self.connect_error() {
+            let setting = match e.endpoint().engine {
+                crate::config::Engine::MySql => "MYSQL_URL",
+                crate::config::Engine::Postgres => "POSTGRES_URL",
+            };
+            if e.is_unknown_database() {
+                return Some("run `salesdwh init` to create it".into());
+            }
+            return Some(format!(
+                "check that the server is up (scripts/local-stack.sh up) and that {setting} has the right host, port, user and password"
+            ));
+        }
+        match self {
+            Error::Config(_) => Some("see .env.example and `salesdwh --help`".into()),
+            Error::SchemaFiles(SchemaFilesError::Stale { .. }) => {
+                Some("run `salesdwh schema generate` and commit the result".into())
+            }
+            _ => None,
+        }
+    }
+
+    /// One line: the error and its causes joined by ": ", then the hint,
+    /// with every known secret masked as a last line of defence.
+    pub fn report(&self, secrets: &[String]) -> String {
+        let mut line = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        // `transparent` variants forward source() to the inner error, whose
+        // Display is already in `line`.
+        while let Some(e) = cause {
+            let text = e.to_string();
+            if !text.is_empty() && !line.contains(&text) {
+                line.push_str(": ");
+                line.push_str(&text);
+            }
+            cause = e.source();
+        }
+        if let Some(hint) = self.hint() {
+            line.push_str(" (");
+            line.push_str(&hint);
+            line.push(')');
+        }
+        let mut line = line.replace(['\n', '\r'], " ");
+        for secret in secrets.iter().filter(|s| !s.is_empty()) {
+            line = line.replace(secret.as_str(), "***");
+        }
+        line
+    }
+}

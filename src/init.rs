@@ -1,0 +1,156 @@
+//! `salesdwh init`: creates or updates both databases from the schema model.
+//!
+//! Idempotent by construction: the databases are created only when missing,
+//! every DDL statement is `IF NOT EXISTS`/`OR REPLACE`/`ON CONFLICT DO
+//! NOTHING`, and the warehouse DDL runs as one PostgreSQL transaction, so a
+//! failed init leaves the warehouse as it was.
+
+use chrono::NaiveDate;
+use mysql_async::prelude::Queryable;
+
+use crate::config::{DbEndpoint, Settings};
+use crate::connect::{self, ConnectError};
+use crate::schema::{self, model::quote_ident, Dialect, DWH, OLTP};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("cannot create database {database} on {endpoint}")]
+    CreateDatabase {
+        endpoint: DbEndpoint,
+        database: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("MySQL DDL failed on {endpoint} at `{statement}`")]
+    MySqlDdl {
+        endpoint: DbEndpoint,
+        statement: String,
+        #[source]
+        source: mysql_async::Error,
+    },
+    #[error("PostgreSQL DDL failed on {endpoint}")]
+    PostgresDdl {
+        endpoint: DbEndpoint,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+}
+
+/// What init did, for the summary lines.
+#[derive(Debug)]
+pub struct InitReport {
+    pub mysql_tables: usize,
+    pub postgres_tables: usize,
+    pub dim_date_added: i32,
+    pub dim_date_range: (NaiveDate, NaiveDate),
+}
+
+pub async fn run(settings: &Settings) -> Result<InitReport, InitError> {
+    let mysql_tables = init_mysql(settings).await?;
+    let dim_date_added = init_postgres(settings).await?;
+    Ok(InitReport {
+        mysql_tables,
+        postgres_tables: DWH.tables.len(),
+        dim_date_added,
+        dim_date_range: (settings.dim_date_from, settings.dim_date_to),
+    })
+}
+
+fn first_line(statement: &str) -> String {
+    statement.lines().next().unwrap_or_default().trim().to_string()
+}
+
+async fn init_mysql(settings: &Settings) -> Result<usize, InitError> {
+    let endpoint = &settings.mysql;
+    let timeout = settings.connect_timeout;
+    let mut conn = match connect::mysql_conn(endpoint, timeout).await {
+        Ok(conn) => conn,
+        Err(e) if e.is_unknown_database() => {
+            let database = endpoint.database.clone().unwrap_or_default();
+            let server = DbEndpoint {
+                database: None,
+                ..endpoint.clone()
+            };
+            let mut conn = connect::mysql_conn(&server, timeout).await?;
+            let create = format!(
+                "CREATE DATABASE IF NOT EXISTS {} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci",
+                quote_ident(Dialect::MySql, &database)
+            );
+            conn.query_drop(create)
+                .await
+                .map_err(|source| InitError::CreateDatabase {
+                    endpoint: server.clone(),
+                    database: database.clone(),
+                    source: Box::new(source),
+                })?;
+            tracing::info!(database = %database, "created the MySQL database");
+            drop(conn.disconnect().await);
+            connect::mysql_conn(endpoint, timeout).await?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    for statement in schema::mysql::statements(&OLTP) {
+        conn.query_drop(&statement)
+            .await
+            .map_err(|source| InitError::MySqlDdl {
+                endpoint: endpoint.clone(),
+                statement: first_line(&statement),
+                source,
+            })?;
+    }
+    drop(conn.disconnect().await);
+    tracing::debug!(endpoint = %endpoint, tables = OLTP.tables.len(), "OLTP schema ready");
+    Ok(OLTP.tables.len())
+}
+
+async fn init_postgres(settings: &Settings) -> Result<i32, InitError> {
+    let endpoint = &settings.postgres;
+    let timeout = settings.connect_timeout;
+    let client = match connect::pg_client(endpoint, timeout).await {
+        Ok(client) => client,
+        Err(e) if e.is_unknown_database() => {
+            let database = endpoint.database.clone().unwrap_or_default();
+            let maintenance = endpoint.with_database("postgres");
+            let admin = connect::pg_client(&maintenance, timeout).await?;
+            let create = format!(
+                "CREATE DATABASE {} ENCODING 'UTF8' TEMPLATE template0",
+                quote_ident(Dialect::Postgres, &database)
+            );
+            match admin.batch_execute(&create).await {
+                Ok(()) => tracing::info!(database = %database, "created the PostgreSQL database"),
+                // Lost a creation race with a concurrent init: fine.
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {}
+                Err(source) => {
+                    return Err(InitError::CreateDatabase {
+                        endpoint: maintenance,
+                        database,
+                        source: Box::new(source),
+                    })
+                }
+            }
+            connect::pg_client(endpoint, timeout).await?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let ddl_error = |source| InitError::PostgresDdl {
+        endpoint: endpoint.clone(),
+        source,
+    };
+    // One simple-query string runs as one implicit transaction.
+    client
+        .batch_execute(&schema::postgres::render(&DWH))
+        .await
+        .map_err(ddl_error)?;
+    let added: i32 = client
+        .query_one(
+            "SELECT dwh.ensure_dim_date($1, $2)",
+            &[&settings.dim_date_from, &settings.dim_date_to],
+        )
+        .await
+        .map_err(ddl_error)?
+        .get(0);
+    tracing::debug!(endpoint = %endpoint, tables = DWH.tables.len(), dim_date_added = added, "warehouse schema ready");
+    Ok(added)
+}

@@ -1,0 +1,96 @@
+//! salesdwh: moves the TechMarket sales OLTP (MySQL) into a PostgreSQL star
+//! schema. `run` is the whole program behind `main`: it resolves settings,
+//! dispatches the command and returns one [`Error`] whose exit code and
+//! one-line report `main` prints.
+
+pub mod cli;
+pub mod config;
+pub mod connect;
+pub mod error;
+pub mod init;
+pub mod schema;
+
+pub use error::Error;
+
+use cli::{Cli, Command, SchemaCommand};
+use config::{RawConfig, Settings};
+
+/// Runs a parsed command line. On failure returns the error together with
+/// the secrets to mask when printing it.
+pub fn run(cli: Cli) -> Result<(), (Error, Vec<String>)> {
+    init_logging(cli.global.quiet);
+    let raw = cli.raw_config();
+    let env = |name: &str| std::env::var(name).ok();
+    match &cli.command {
+        Command::Schema {
+            command: SchemaCommand::Generate { check, dir },
+        } => schema_generate(*check, dir).map_err(|e| (e, Vec::new())),
+        Command::Init(_) => {
+            let settings = resolve(&raw).map_err(|e| (e, config::raw_secrets(&raw, &env)))?;
+            let secrets = settings.secrets();
+            runtime()
+                .and_then(|rt| rt.block_on(init_command(&settings)))
+                .map_err(|e| (e, secrets))
+        }
+    }
+}
+
+fn resolve(raw: &RawConfig) -> Result<Settings, Error> {
+    config::load_env_file(raw.env_file.as_deref())?;
+    Ok(Settings::resolve(raw, &|name| std::env::var(name).ok())?)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)
+}
+
+fn schema_generate(check: bool, dir: &std::path::Path) -> Result<(), Error> {
+    if check {
+        schema::files::check_all(dir)?;
+        println!("schema: generated files are up to date");
+    } else {
+        let changed = schema::files::write_all(dir)?;
+        if changed.is_empty() {
+            println!("schema: generated files are up to date");
+        }
+        for path in changed {
+            println!("schema: wrote {path}");
+        }
+    }
+    Ok(())
+}
+
+async fn init_command(settings: &Settings) -> Result<(), Error> {
+    let report = init::run(settings).await?;
+    println!(
+        "init: MySQL {} ready ({} tables)",
+        settings.mysql, report.mysql_tables
+    );
+    println!(
+        "init: PostgreSQL {} ready ({} tables in dwh, schema mart, role bi_reader; dim_date {}..{}, {} days added)",
+        settings.postgres,
+        report.postgres_tables,
+        report.dim_date_range.0,
+        report.dim_date_range.1,
+        report.dim_date_added
+    );
+    Ok(())
+}
+
+/// Log lines go to stderr with timestamps (cron keeps them); RUST_LOG
+/// overrides the level.
+fn init_logging(quiet: bool) {
+    use std::io::IsTerminal;
+    let default = if quiet { "warn" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .try_init();
+}
