@@ -249,8 +249,16 @@ impl Settings {
             4,
             1..=64,
         )?;
-        let dim_date_from = date(pick(&raw.dim_date_from, "DIM_DATE_FROM"), "DIM_DATE_FROM", "2015-01-01")?;
-        let dim_date_to = date(pick(&raw.dim_date_to, "DIM_DATE_TO"), "DIM_DATE_TO", "2035-12-31")?;
+        let dim_date_from = date(
+            pick(&raw.dim_date_from, "DIM_DATE_FROM"),
+            "DIM_DATE_FROM",
+            "2015-01-01",
+        )?;
+        let dim_date_to = date(
+            pick(&raw.dim_date_to, "DIM_DATE_TO"),
+            "DIM_DATE_TO",
+            "2035-12-31",
+        )?;
         if dim_date_to < dim_date_from {
             return Err(ConfigError::Invalid {
                 name: "DIM_DATE_TO",
@@ -269,10 +277,13 @@ impl Settings {
 
     /// Every password in the settings, for last-resort redaction of output.
     pub fn secrets(&self) -> Vec<String> {
-        [&self.mysql, &self.postgres]
-            .iter()
-            .filter_map(|e| e.password.as_ref().map(|s| s.expose().to_string()))
-            .collect()
+        let pairs = [&self.mysql, &self.postgres].map(|e| {
+            (
+                e.user.clone(),
+                e.password.as_ref().map(|s| s.expose().to_string()),
+            )
+        });
+        maskable(pairs.into_iter())
     }
 }
 
@@ -295,17 +306,17 @@ where
     if !range.contains(&parsed) {
         return Err(ConfigError::Invalid {
             name,
-            reason: format!(
-                "{parsed} is outside {}..={}",
-                range.start(),
-                range.end()
-            ),
+            reason: format!("{parsed} is outside {}..={}", range.start(), range.end()),
         });
     }
     Ok(parsed)
 }
 
-fn date(value: Option<String>, name: &'static str, default: &str) -> Result<NaiveDate, ConfigError> {
+fn date(
+    value: Option<String>,
+    name: &'static str,
+    default: &str,
+) -> Result<NaiveDate, ConfigError> {
     let text = value.unwrap_or_else(|| default.to_string());
     NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d").map_err(|_| ConfigError::Invalid {
         name,
@@ -322,16 +333,27 @@ pub fn raw_secrets(raw: &RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Vec
         env("MYSQL_URL"),
         env("POSTGRES_URL"),
     ];
-    candidates
-        .into_iter()
-        .flatten()
-        .filter_map(|u| {
-            let rest = u.split_once("://")?.1;
-            let userinfo = rest.rsplit_once('@')?.0;
-            let password = userinfo.split_once(':')?.1;
-            (!password.is_empty()).then(|| password.to_string())
-        })
-        .collect()
+    let candidates = candidates.into_iter().flatten().filter_map(|u| {
+        let rest = u.split_once("://")?.1;
+        let userinfo = rest.rsplit_once('@')?.0;
+        let (user, password) = userinfo.split_once(':')?;
+        Some((user.to_string(), Some(password.to_string())))
+    });
+    maskable(candidates)
+}
+
+/// The passwords worth masking. A password equal to a user name is shown
+/// by design wherever the user is, and masking very short ones would only
+/// mangle the message.
+fn maskable(pairs: impl Iterator<Item = (String, Option<String>)>) -> Vec<String> {
+    let pairs: Vec<_> = pairs.collect();
+    let mut out: Vec<String> = pairs
+        .iter()
+        .filter_map(|(_, p)| p.clone())
+        .filter(|p| p.chars().count() >= 3 && !pairs.iter().any(|(u, _)| u == p))
+        .collect();
+    out.dedup();
+    out
 }
 
 #[cfg(test)]
@@ -362,7 +384,10 @@ mod tests {
         assert_eq!(s.postgres.port, 5432);
         assert_eq!(s.postgres.password.as_ref().unwrap().expose(), "pw@x");
         let shown = format!("{s:?} {} {}", s.mysql, s.postgres);
-        assert!(!shown.contains("s3cret") && !shown.contains("pw@x"), "{shown}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("pw@x"),
+            "{shown}"
+        );
         assert!(shown.contains("app@db.example:3307/techmarket"));
     }
 
@@ -382,7 +407,13 @@ mod tests {
     #[test]
     fn missing_and_malformed_settings_are_named_without_values() {
         let err = Settings::resolve(&RawConfig::default(), &env_of(&BOTH[1..])).unwrap_err();
-        assert!(matches!(err, ConfigError::Missing { name: "MYSQL_URL", .. }));
+        assert!(matches!(
+            err,
+            ConfigError::Missing {
+                name: "MYSQL_URL",
+                ..
+            }
+        ));
         for bad in [
             "mysql://app:s3cret@db.example:notaport/tm",
             "postgres://app:s3cret@h/tm",
@@ -397,8 +428,16 @@ mod tests {
         }
         let env = env_of(&[BOTH[0], BOTH[1], ("PG_POOL_SIZE", "zero")]);
         let err = Settings::resolve(&RawConfig::default(), &env).unwrap_err();
-        assert_eq!(err.to_string(), "PG_POOL_SIZE is malformed: 'zero' is not a whole number");
-        let env = env_of(&[BOTH[0], BOTH[1], ("DIM_DATE_FROM", "2030-01-01"), ("DIM_DATE_TO", "2020-01-01")]);
+        assert_eq!(
+            err.to_string(),
+            "PG_POOL_SIZE is malformed: 'zero' is not a whole number"
+        );
+        let env = env_of(&[
+            BOTH[0],
+            BOTH[1],
+            ("DIM_DATE_FROM", "2030-01-01"),
+            ("DIM_DATE_TO", "2020-01-01"),
+        ]);
         assert!(Settings::resolve(&RawConfig::default(), &env).is_err());
     }
 
@@ -410,5 +449,10 @@ mod tests {
         };
         let found = raw_secrets(&raw, &env_of(&[("POSTGRES_URL", "postgres://p:pa:ss@h/d")]));
         assert_eq!(found, vec!["hunter2".to_string(), "pa:ss".to_string()]);
+        let same = RawConfig {
+            mysql_url: Some("mysql://app:app@h/x".into()),
+            ..Default::default()
+        };
+        assert!(raw_secrets(&same, &env_of(&[])).is_empty());
     }
 }

@@ -20,13 +20,13 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub enum ConnectError {
     #[error("cannot connect to {} at {endpoint}", endpoint.engine.label())]
     Failed {
-        endpoint: DbEndpoint,
+        endpoint: Box<DbEndpoint>,
         #[source]
         source: BoxError,
     },
     #[error("cannot connect to {} at {endpoint}: no answer within {} s", endpoint.engine.label(), timeout.as_secs())]
     Timeout {
-        endpoint: DbEndpoint,
+        endpoint: Box<DbEndpoint>,
         timeout: Duration,
     },
 }
@@ -37,6 +37,21 @@ impl ConnectError {
             ConnectError::Failed { endpoint, .. } | ConnectError::Timeout { endpoint, .. } => {
                 endpoint
             }
+        }
+    }
+
+    /// The same failure reported against `endpoint` (e.g. the database the
+    /// user configured when only its server was contacted).
+    pub fn with_endpoint(self, endpoint: &DbEndpoint) -> Self {
+        match self {
+            ConnectError::Failed { source, .. } => ConnectError::Failed {
+                endpoint: Box::new(endpoint.clone()),
+                source,
+            },
+            ConnectError::Timeout { timeout, .. } => ConnectError::Timeout {
+                endpoint: Box::new(endpoint.clone()),
+                timeout,
+            },
         }
     }
 
@@ -81,11 +96,11 @@ pub async fn mysql_conn(
     match tokio::time::timeout(timeout, mysql_async::Conn::new(mysql_opts(endpoint))).await {
         Ok(Ok(conn)) => Ok(conn),
         Ok(Err(e)) => Err(ConnectError::Failed {
-            endpoint: endpoint.clone(),
+            endpoint: Box::new(endpoint.clone()),
             source: Box::new(e),
         }),
         Err(_) => Err(ConnectError::Timeout {
-            endpoint: endpoint.clone(),
+            endpoint: Box::new(endpoint.clone()),
             timeout,
         }),
     }
@@ -126,11 +141,11 @@ pub async fn pg_client(
             Ok(client)
         }
         Ok(Err(e)) => Err(ConnectError::Failed {
-            endpoint: endpoint.clone(),
+            endpoint: Box::new(endpoint.clone()),
             source: Box::new(e),
         }),
         Err(_) => Err(ConnectError::Timeout {
-            endpoint: endpoint.clone(),
+            endpoint: Box::new(endpoint.clone()),
             timeout,
         }),
     }

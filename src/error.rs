@@ -79,7 +79,10 @@ impl Error {
             line.push_str(&hint);
             line.push(')');
         }
-        let mut line = line.replace(['\n', '\r'], " ");
+        // Drivers sometimes repeat their own prefix ("I/O error: I/O error: …").
+        let mut parts: Vec<&str> = line.split(": ").collect();
+        parts.dedup();
+        let mut line = parts.join(": ").replace(['\n', '\r'], " ");
         for secret in secrets.iter().filter(|s| !s.is_empty()) {
             line = line.replace(secret.as_str(), "***");
         }

@@ -18,21 +18,21 @@ pub enum InitError {
     Connect(#[from] ConnectError),
     #[error("cannot create database {database} on {endpoint}")]
     CreateDatabase {
-        endpoint: DbEndpoint,
+        endpoint: Box<DbEndpoint>,
         database: String,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("MySQL DDL failed on {endpoint} at `{statement}`")]
     MySqlDdl {
-        endpoint: DbEndpoint,
+        endpoint: Box<DbEndpoint>,
         statement: String,
         #[source]
-        source: mysql_async::Error,
+        source: Box<mysql_async::Error>,
     },
     #[error("PostgreSQL DDL failed on {endpoint}")]
     PostgresDdl {
-        endpoint: DbEndpoint,
+        endpoint: Box<DbEndpoint>,
         #[source]
         source: tokio_postgres::Error,
     },
@@ -48,6 +48,7 @@ pub struct InitReport {
 }
 
 pub async fn run(settings: &Settings) -> Result<InitReport, InitError> {
+    probe(settings).await?;
     let mysql_tables = init_mysql(settings).await?;
     let dim_date_added = init_postgres(settings).await?;
     Ok(InitReport {
@@ -58,8 +59,33 @@ pub async fn run(settings: &Settings) -> Result<InitReport, InitError> {
     })
 }
 
+/// Reaches both servers before changing either, so a bad URL for one does
+/// not leave the other half-initialised. A missing database is fine here:
+/// init creates it.
+async fn probe(settings: &Settings) -> Result<(), InitError> {
+    let timeout = settings.connect_timeout;
+    let server = DbEndpoint {
+        database: None,
+        ..settings.mysql.clone()
+    };
+    let conn = connect::mysql_conn(&server, timeout)
+        .await
+        .map_err(|e| e.with_endpoint(&settings.mysql))?;
+    drop(conn.disconnect().await);
+    match connect::pg_client(&settings.postgres, timeout).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_unknown_database() => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn first_line(statement: &str) -> String {
-    statement.lines().next().unwrap_or_default().trim().to_string()
+    statement
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 async fn init_mysql(settings: &Settings) -> Result<usize, InitError> {
@@ -81,7 +107,7 @@ async fn init_mysql(settings: &Settings) -> Result<usize, InitError> {
             conn.query_drop(create)
                 .await
                 .map_err(|source| InitError::CreateDatabase {
-                    endpoint: server.clone(),
+                    endpoint: Box::new(server.clone()),
                     database: database.clone(),
                     source: Box::new(source),
                 })?;
@@ -95,9 +121,9 @@ async fn init_mysql(settings: &Settings) -> Result<usize, InitError> {
         conn.query_drop(&statement)
             .await
             .map_err(|source| InitError::MySqlDdl {
-                endpoint: endpoint.clone(),
+                endpoint: Box::new(endpoint.clone()),
                 statement: first_line(&statement),
-                source,
+                source: Box::new(source),
             })?;
     }
     drop(conn.disconnect().await);
@@ -121,10 +147,11 @@ async fn init_postgres(settings: &Settings) -> Result<i32, InitError> {
             match admin.batch_execute(&create).await {
                 Ok(()) => tracing::info!(database = %database, "created the PostgreSQL database"),
                 // Lost a creation race with a concurrent init: fine.
-                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {}
+                Err(e)
+                    if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {}
                 Err(source) => {
                     return Err(InitError::CreateDatabase {
-                        endpoint: maintenance,
+                        endpoint: Box::new(maintenance),
                         database,
                         source: Box::new(source),
                     })
@@ -135,7 +162,7 @@ async fn init_postgres(settings: &Settings) -> Result<i32, InitError> {
         Err(e) => return Err(e.into()),
     };
     let ddl_error = |source| InitError::PostgresDdl {
-        endpoint: endpoint.clone(),
+        endpoint: Box::new(endpoint.clone()),
         source,
     };
     // One simple-query string runs as one implicit transaction.

@@ -42,7 +42,9 @@ fn render_table(db: &Database, table: &Table, out: &mut String) {
         let mut note = c.note.to_string();
         match (c.default, db.dialect) {
             (Some(DefaultValue::Literal(v)), _) => settings.push(format!("default: {v}")),
-            (Some(DefaultValue::Now), Dialect::Postgres) => settings.push("default: `now()`".into()),
+            (Some(DefaultValue::Now), Dialect::Postgres) => {
+                settings.push("default: `now()`".into())
+            }
             (Some(DefaultValue::Now), Dialect::MySql) => {
                 settings.push("default: `CURRENT_TIMESTAMP(6)`".into())
             }

@@ -178,7 +178,9 @@ pub const DIM_EMPLOYEE: Table = Table {
         col("email", Varchar(255)).null(),
         col("title", Varchar(100)),
         col("region_key", Int),
-        col("hired_at", Date).null().note("NULL only for the -1 member"),
+        col("hired_at", Date)
+            .null()
+            .note("NULL only for the -1 member"),
     ],
     primary_key: &["employee_key"],
     unique: &[&["employee_id"]],

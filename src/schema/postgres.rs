@@ -12,13 +12,19 @@ pub fn statements(db: &Database) -> Vec<String> {
     let mut out = Vec::new();
     let schemas: Vec<&str> = db.schema.iter().chain(db.extra_schemas).copied().collect();
     for schema in &schemas {
-        out.push(format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(D, schema)));
+        out.push(format!(
+            "CREATE SCHEMA IF NOT EXISTS {}",
+            quote_ident(D, schema)
+        ));
     }
     for table in db.tables {
         out.push(create_table(db, table));
         let name = db.qualified(table.name);
         if !table.note.is_empty() {
-            out.push(format!("COMMENT ON TABLE {name} IS {}", quote_literal(D, table.note)));
+            out.push(format!(
+                "COMMENT ON TABLE {name} IS {}",
+                quote_literal(D, table.note)
+            ));
         }
         for c in table.columns.iter().filter(|c| !c.note.is_empty()) {
             out.push(format!(

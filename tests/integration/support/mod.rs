@@ -1,0 +1,219 @@
+//! Test support: server URLs from `TEST_MYSQL_URL` / `TEST_POSTGRES_URL`
+//! (defaults match scripts/local-stack.sh), per-test databases dropped on
+//! `Drop`, and a `salesdwh` command with a clean environment.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use salesdwh::config::{DbEndpoint, Engine};
+use salesdwh::connect;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn mysql_server() -> DbEndpoint {
+    let url = std::env::var("TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://salesdwh:salesdwh@127.0.0.1:3306".into());
+    DbEndpoint::parse(Engine::MySql, &url).expect("TEST_MYSQL_URL")
+}
+
+pub fn pg_server() -> DbEndpoint {
+    let url = std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://salesdwh:salesdwh@127.0.0.1:5432/postgres".into());
+    let endpoint = DbEndpoint::parse(Engine::Postgres, &url).expect("TEST_POSTGRES_URL");
+    match endpoint.database {
+        Some(_) => endpoint,
+        None => endpoint.with_database("postgres"),
+    }
+}
+
+/// A URL for an endpoint, password included (tests only).
+pub fn url_of(endpoint: &DbEndpoint) -> String {
+    let scheme = match endpoint.engine {
+        Engine::MySql => "mysql",
+        Engine::Postgres => "postgres",
+    };
+    let password = endpoint
+        .password
+        .as_ref()
+        .map(|p| format!(":{}", p.expose()))
+        .unwrap_or_default();
+    format!(
+        "{scheme}://{}{password}@{}:{}/{}",
+        endpoint.user,
+        endpoint.host,
+        endpoint.port,
+        endpoint.database.as_deref().unwrap_or("")
+    )
+}
+
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "sdwh_{prefix}_{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        nanos % 1_000_000
+    )
+}
+
+/// A MySQL database and a PostgreSQL database that belong to one test.
+pub struct TestDbs {
+    pub mysql: DbEndpoint,
+    pub pg: DbEndpoint,
+    /// Working directory for the binary: empty, so no stray .env is read.
+    pub workdir: tempfile::TempDir,
+}
+
+impl TestDbs {
+    /// Names only: the databases do not exist yet (`init` creates them).
+    pub fn names() -> Self {
+        let name = unique_name("t");
+        TestDbs {
+            mysql: mysql_server().with_database(&name),
+            pg: pg_server().with_database(&name),
+            workdir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// Both databases created, empty.
+    pub async fn create() -> Self {
+        let dbs = Self::names();
+        let mut my = connect::mysql_conn(&mysql_server(), TIMEOUT)
+            .await
+            .expect("MySQL");
+        my.query_drop(format!(
+            "CREATE DATABASE `{}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci",
+            dbs.mysql.database.as_ref().unwrap()
+        ))
+        .await
+        .unwrap();
+        my.disconnect().await.unwrap();
+        let pg = connect::pg_client(&pg_server(), TIMEOUT)
+            .await
+            .expect("PostgreSQL");
+        pg.batch_execute(&format!(
+            "CREATE DATABASE \"{}\"",
+            dbs.pg.database.as_ref().unwrap()
+        ))
+        .await
+        .unwrap();
+        dbs
+    }
+
+    pub fn mysql_url(&self) -> String {
+        url_of(&self.mysql)
+    }
+
+    pub fn pg_url(&self) -> String {
+        url_of(&self.pg)
+    }
+
+    pub async fn my(&self) -> mysql_async::Conn {
+        connect::mysql_conn(&self.mysql, TIMEOUT)
+            .await
+            .expect("MySQL test database")
+    }
+
+    pub async fn pg(&self) -> tokio_postgres::Client {
+        connect::pg_client(&self.pg, TIMEOUT)
+            .await
+            .expect("PostgreSQL test database")
+    }
+
+    /// `salesdwh` with only PATH and this test's URLs in its environment.
+    pub fn salesdwh(&self) -> Command {
+        let mut cmd = bare_salesdwh(self.workdir.path().to_path_buf());
+        cmd.env("MYSQL_URL", self.mysql_url())
+            .env("POSTGRES_URL", self.pg_url());
+        cmd
+    }
+}
+
+/// `salesdwh` with an empty environment (but PATH) in `dir`.
+pub fn bare_salesdwh(dir: PathBuf) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_salesdwh"));
+    cmd.env_clear().current_dir(dir);
+    if let Ok(path) = std::env::var("PATH") {
+        cmd.env("PATH", path);
+    }
+    cmd
+}
+
+impl Drop for TestDbs {
+    fn drop(&mut self) {
+        let mysql_db = self.mysql.database.clone().unwrap();
+        let pg_db = self.pg.database.clone().unwrap();
+        // Drop may run inside a tokio runtime, which cannot block: use a
+        // thread with its own runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                if let Ok(mut my) = connect::mysql_conn(&mysql_server(), TIMEOUT).await {
+                    let _ = my
+                        .query_drop(format!("DROP DATABASE IF EXISTS `{mysql_db}`"))
+                        .await;
+                    let _ = my.disconnect().await;
+                }
+                if let Ok(pg) = connect::pg_client(&pg_server(), TIMEOUT).await {
+                    let _ = pg
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{pg_db}\" WITH (FORCE)"))
+                        .await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Runs a command and returns its output, with both streams in the panic
+/// message when it does not exit with `code`.
+pub fn run_expect(cmd: &mut Command, code: i32) -> Output {
+    let output = cmd.output().expect("run salesdwh");
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "exit code\n--- stdout\n{}\n--- stderr\n{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    output
+}
+
+/// The repository root (where the generated files are committed).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The `dbml2sql` of @dbml/cli, installed by scripts/test.sh.
+pub fn dbml2sql() -> PathBuf {
+    if let Ok(path) = std::env::var("DBML2SQL") {
+        return PathBuf::from(path);
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    let cached = PathBuf::from(home).join(".cache/salesdwh/node/node_modules/.bin/dbml2sql");
+    assert!(
+        cached.exists(),
+        "dbml2sql not found: run scripts/test.sh (it installs @dbml/cli) or set DBML2SQL"
+    );
+    cached
+}
