@@ -53,6 +53,8 @@ pub enum Command {
     },
     /// Create or update the OLTP and warehouse schemas, roles and dim_date (idempotent)
     Init(InitArgs),
+    /// Fill the MySQL OLTP with realistic synthetic data (deterministic by --seed)
+    Seed(SeedArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,6 +78,71 @@ pub struct InitArgs {
     /// Last day of dim_date [env: DIM_DATE_TO] [default: 2035-12-31]
     #[arg(long, value_name = "YYYY-MM-DD")]
     pub dim_date_to: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    /// Number of order_items; the other tables are sized from it
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub order_items: u64,
+    /// Random seed: same arguments, byte-identical tables
+    #[arg(long, value_name = "S", default_value_t = 42)]
+    pub seed: u64,
+    /// Last day of orders (UTC)
+    #[arg(long, value_name = "YYYY-MM-DD", default_value = "2026-09-30")]
+    pub end_date: String,
+    /// Days of order history up to --end-date
+    #[arg(long, value_name = "N", default_value_t = 730)]
+    pub days: u32,
+    /// Customers [default: order items / 20]
+    #[arg(long, value_name = "N")]
+    pub customers: Option<u64>,
+    /// Products [default: order items / 200, at least 50]
+    #[arg(long, value_name = "N")]
+    pub products: Option<u64>,
+    /// Employees (sales managers)
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub employees: u64,
+    /// Empty a non-empty OLTP first
+    #[arg(long)]
+    pub truncate: bool,
+    /// Write one TSV file per table to DIR instead of loading MySQL
+    #[arg(long, value_name = "DIR")]
+    pub write_tsv: Option<PathBuf>,
+}
+
+impl SeedArgs {
+    pub fn options(&self, quiet: bool) -> Result<crate::seed::SeedOptions, crate::config::ConfigError> {
+        let end_date = chrono::NaiveDate::parse_from_str(&self.end_date, "%Y-%m-%d").map_err(|_| {
+            crate::config::ConfigError::Invalid {
+                name: "--end-date",
+                reason: format!("'{}' is not a date like 2026-09-30", self.end_date),
+            }
+        })?;
+        let invalid = |name, reason: &str| crate::config::ConfigError::Invalid {
+            name,
+            reason: reason.to_string(),
+        };
+        if self.order_items == 0 {
+            return Err(invalid("--order-items", "must be at least 1"));
+        }
+        if self.days == 0 {
+            return Err(invalid("--days", "must be at least 1"));
+        }
+        if self.employees == 0 || self.customers == Some(0) || self.products == Some(0) {
+            return Err(invalid("--employees/--customers/--products", "must be at least 1"));
+        }
+        let mut plan = crate::seed::Plan::new(self.seed, self.order_items, end_date, self.days);
+        plan.customers = self.customers.unwrap_or(plan.customers);
+        plan.products = self.products.unwrap_or(plan.products);
+        plan.employees = self.employees;
+        Ok(crate::seed::SeedOptions {
+            plan,
+            truncate: self.truncate,
+            write_tsv: self.write_tsv.clone(),
+            quiet,
+        })
+    }
 }
 
 impl Cli {

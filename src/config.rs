@@ -275,6 +275,41 @@ impl Settings {
         })
     }
 
+    /// Resolves only what commands that touch the source alone need
+    /// (`seed`): POSTGRES_URL may be absent.
+    pub fn resolve_source(
+        raw: &RawConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<SourceSettings, ConfigError> {
+        let value = raw
+            .mysql_url
+            .clone()
+            .or_else(|| env("MYSQL_URL").filter(|v| !v.trim().is_empty()))
+            .ok_or(ConfigError::Missing {
+                name: "MYSQL_URL",
+                flag: "--mysql-url",
+            })?;
+        let mysql = DbEndpoint::parse(Engine::MySql, &value).map_err(|reason| {
+            ConfigError::Invalid {
+                name: "MYSQL_URL",
+                reason,
+            }
+        })?;
+        mysql.database_name("MYSQL_URL")?;
+        let connect_timeout_secs: u64 = number(
+            raw.connect_timeout_secs
+                .clone()
+                .or_else(|| env("CONNECT_TIMEOUT_SECS")),
+            "CONNECT_TIMEOUT_SECS",
+            10,
+            1..=3600,
+        )?;
+        Ok(SourceSettings {
+            mysql,
+            connect_timeout: Duration::from_secs(connect_timeout_secs),
+        })
+    }
+
     /// Every password in the settings, for last-resort redaction of output.
     pub fn secrets(&self) -> Vec<String> {
         let pairs = [&self.mysql, &self.postgres].map(|e| {
@@ -284,6 +319,22 @@ impl Settings {
             )
         });
         maskable(pairs.into_iter())
+    }
+}
+
+/// Settings of a command that only touches the MySQL source.
+#[derive(Debug, Clone)]
+pub struct SourceSettings {
+    pub mysql: DbEndpoint,
+    pub connect_timeout: Duration,
+}
+
+impl SourceSettings {
+    pub fn secrets(&self) -> Vec<String> {
+        maskable(std::iter::once((
+            self.mysql.user.clone(),
+            self.mysql.password.as_ref().map(|s| s.expose().to_string()),
+        )))
     }
 }
 

@@ -5,6 +5,7 @@ use crate::config::ConfigError;
 use crate::connect::ConnectError;
 use crate::init::InitError;
 use crate::schema::files::SchemaFilesError;
+use crate::seed::SeedError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -16,6 +17,8 @@ pub enum Error {
     Init(#[from] InitError),
     #[error(transparent)]
     SchemaFiles(#[from] SchemaFilesError),
+    #[error(transparent)]
+    Seed(#[from] SeedError),
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
 }
@@ -25,13 +28,16 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config(_) => 2,
+            Error::Seed(e) if e.is_usage() => 2,
             _ => 1,
         }
     }
 
     fn connect_error(&self) -> Option<&ConnectError> {
         match self {
-            Error::Connect(e) | Error::Init(InitError::Connect(e)) => Some(e),
+            Error::Connect(e)
+            | Error::Init(InitError::Connect(e))
+            | Error::Seed(SeedError::Connect(e)) => Some(e),
             _ => None,
         }
     }
@@ -52,6 +58,7 @@ impl Error {
         }
         match self {
             Error::Config(_) => Some("see .env.example and `salesdwh --help`".into()),
+            Error::Seed(e) => e.hint().map(str::to_string),
             Error::SchemaFiles(SchemaFilesError::Stale { .. }) => {
                 Some("run `salesdwh schema generate` and commit the result".into())
             }

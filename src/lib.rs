@@ -8,12 +8,15 @@ pub mod config;
 pub mod connect;
 pub mod error;
 pub mod init;
+pub mod progress;
+pub mod quality;
 pub mod schema;
+pub mod seed;
 
 pub use error::Error;
 
 use cli::{Cli, Command, SchemaCommand};
-use config::{RawConfig, Settings};
+use config::{RawConfig, Settings, SourceSettings};
 
 /// Runs a parsed command line. On failure returns the error together with
 /// the secrets to mask when printing it.
@@ -25,6 +28,14 @@ pub fn run(cli: Cli) -> Result<(), (Error, Vec<String>)> {
         Command::Schema {
             command: SchemaCommand::Generate { check, dir },
         } => schema_generate(*check, dir).map_err(|e| (e, Vec::new())),
+        Command::Seed(args) => {
+            let settings = resolve_source(&raw).map_err(|e| (e, config::raw_secrets(&raw, &env)))?;
+            let secrets = settings.secrets();
+            let options = args.options(cli.global.quiet).map_err(|e| (e.into(), Vec::new()))?;
+            runtime()
+                .and_then(|rt| rt.block_on(seed_command(&settings, &options)))
+                .map_err(|e| (e, secrets))
+        }
         Command::Init(_) => {
             let settings = resolve(&raw).map_err(|e| (e, config::raw_secrets(&raw, &env)))?;
             let secrets = settings.secrets();
@@ -38,6 +49,11 @@ pub fn run(cli: Cli) -> Result<(), (Error, Vec<String>)> {
 fn resolve(raw: &RawConfig) -> Result<Settings, Error> {
     config::load_env_file(raw.env_file.as_deref())?;
     Ok(Settings::resolve(raw, &|name| std::env::var(name).ok())?)
+}
+
+fn resolve_source(raw: &RawConfig) -> Result<SourceSettings, Error> {
+    config::load_env_file(raw.env_file.as_deref())?;
+    Ok(Settings::resolve_source(raw, &|name| std::env::var(name).ok())?)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Error> {
@@ -77,6 +93,27 @@ async fn init_command(settings: &Settings) -> Result<(), Error> {
         report.dim_date_range.1,
         report.dim_date_added
     );
+    Ok(())
+}
+
+async fn seed_command(settings: &SourceSettings, options: &seed::SeedOptions) -> Result<(), Error> {
+    let report = seed::run(settings, options).await?;
+    let secs = report.elapsed.as_secs_f64();
+    let target = match &options.write_tsv {
+        Some(dir) => format!("TSV files in {}", dir.display()),
+        None => settings.mysql.to_string(),
+    };
+    println!(
+        "seed: {} rows into {target} in {secs:.2} s ({:.0} rows/s), seed {}, orders {}..{}",
+        report.total_rows(),
+        report.total_rows() as f64 / secs.max(1e-9),
+        options.plan.seed,
+        options.plan.end_date - chrono::Duration::days(i64::from(options.plan.days) - 1),
+        options.plan.end_date,
+    );
+    for (table, rows) in schema::OLTP.tables.iter().zip(report.counts) {
+        println!("seed:   {:<12} {rows:>10}", table.name);
+    }
     Ok(())
 }
 
