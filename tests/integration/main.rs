@@ -8,3 +8,4 @@ mod config_errors;
 mod dbml_matches_ddl;
 mod init;
 mod schema_files;
+mod seed;

@@ -1,0 +1,180 @@
+//! `salesdwh seed`: deterministic, sized from --order-items, referentially
+//! intact, exact totals, refuses a non-empty OLTP, realistic hard cases.
+
+use mysql_async::prelude::Queryable;
+
+use crate::support::{run_expect, stderr, stdout, TestDbs};
+
+const END: &str = "2026-09-30";
+
+/// Creates the OLTP tables (and the warehouse) in fresh databases.
+fn initialised() -> TestDbs {
+    let dbs = TestDbs::names();
+    run_expect(
+        dbs.salesdwh().args(["init", "--dim-date-from", "2026-01-01", "--dim-date-to", "2026-01-02"]),
+        0,
+    );
+    dbs
+}
+
+fn seed(dbs: &TestDbs, items: &str, seed: &str, extra: &[&str]) -> String {
+    let mut cmd = dbs.salesdwh();
+    cmd.args(["seed", "--order-items", items, "--seed", seed, "--end-date", END]).args(extra);
+    stdout(&run_expect(&mut cmd, 0))
+}
+
+async fn checksums(dbs: &TestDbs) -> Vec<(String, u64)> {
+    let mut my = dbs.my().await;
+    let mut out = Vec::new();
+    for table in salesdwh::schema::OLTP.tables {
+        let row: (String, Option<u64>) =
+            my.query_first(format!("CHECKSUM TABLE `{}` EXTENDED", table.name)).await.unwrap().unwrap();
+        out.push((table.name.to_string(), row.1.expect("checksum")));
+    }
+    my.disconnect().await.unwrap();
+    out
+}
+
+async fn count(my: &mut mysql_async::Conn, sql: &str) -> i64 {
+    my.query_first::<i64, _>(sql).await.unwrap().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn same_arguments_give_byte_identical_tables() {
+    let (a, b) = (initialised(), initialised());
+    seed(&a, "20000", "7", &[]);
+    seed(&b, "20000", "7", &[]);
+    let (sum_a, sum_b) = (checksums(&a).await, checksums(&b).await);
+    assert_eq!(sum_a, sum_b);
+    // Another seed gives other data; --truncate then the first seed again
+    // gives the first data back.
+    let out = seed(&b, "20000", "8", &["--truncate"]);
+    assert!(out.contains("seed 8"), "{out}");
+    assert_ne!(checksums(&b).await, sum_a);
+    seed(&b, "20000", "7", &["--truncate"]);
+    assert_eq!(checksums(&b).await, sum_a);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sizes_references_totals_and_payments_hold() {
+    let dbs = initialised();
+    let out = seed(&dbs, "60000", "3", &[]);
+    assert!(out.contains("order_items"), "{out}");
+    let mut my = dbs.my().await;
+    assert_eq!(count(&mut my, "SELECT COUNT(*) FROM order_items").await, 60_000);
+    assert_eq!(count(&mut my, "SELECT COUNT(*) FROM customers").await, 3_000);
+    assert_eq!(count(&mut my, "SELECT COUNT(*) FROM products").await, 300);
+    assert_eq!(count(&mut my, "SELECT COUNT(*) FROM employees").await, 200);
+    assert_eq!(count(&mut my, "SELECT COUNT(*) FROM regions").await, 25);
+    let orders = count(&mut my, "SELECT COUNT(*) FROM orders").await;
+    assert!((60_000 / 4..60_000 / 2).contains(&orders), "{orders} orders for 60000 items");
+    let two_level: i64 = count(
+        &mut my,
+        "SELECT COUNT(*) FROM categories c JOIN categories p ON p.category_id = c.parent_id WHERE p.parent_id IS NULL",
+    )
+    .await;
+    assert!(two_level >= 20, "{two_level} subcategories");
+
+    // Referential integrity: every declared reference resolves.
+    for table in salesdwh::schema::OLTP.tables {
+        for fk in table.foreign_keys {
+            let (c, r) = (fk.columns[0], fk.ref_columns[0]);
+            let orphans = count(
+                &mut my,
+                &format!(
+                    "SELECT COUNT(*) FROM `{}` x LEFT JOIN `{}` y ON y.`{r}` = x.`{c}` WHERE x.`{c}` IS NOT NULL AND y.`{r}` IS NULL",
+                    table.name, fk.ref_table
+                ),
+            )
+            .await;
+            assert_eq!(orphans, 0, "{}.{c} -> {}", table.name, fk.ref_table);
+        }
+    }
+
+    // total_amount = sum of item revenue by SPEC §2 (MySQL ROUND on DECIMAL
+    // is half away from zero, like PostgreSQL's round(numeric, 2)).
+    let wrong_totals = count(
+        &mut my,
+        "SELECT COUNT(*) FROM orders o JOIN (
+             SELECT order_id, SUM(quantity * unit_price - ROUND(quantity * unit_price * discount, 2)) AS revenue
+             FROM order_items GROUP BY order_id) i ON i.order_id = o.order_id
+         WHERE i.revenue <> o.total_amount",
+    )
+    .await;
+    assert_eq!(wrong_totals, 0);
+    assert_eq!(
+        count(&mut my, "SELECT COUNT(*) FROM orders o WHERE NOT EXISTS (SELECT 1 FROM order_items i WHERE i.order_id = o.order_id)").await,
+        0
+    );
+    // Paid orders are paid in full (sometimes in two parts); new and
+    // cancelled ones not at all.
+    let unbalanced = count(
+        &mut my,
+        "SELECT COUNT(*) FROM orders o LEFT JOIN (SELECT order_id, SUM(amount) AS paid, COUNT(*) AS n FROM payments GROUP BY order_id) p
+           ON p.order_id = o.order_id
+         WHERE (o.status IN ('new', 'cancelled') AND p.n IS NOT NULL)
+            OR (o.status NOT IN ('new', 'cancelled') AND (p.paid IS NULL OR p.paid <> o.total_amount))",
+    )
+    .await;
+    assert_eq!(unbalanced, 0);
+    let split = count(&mut my, "SELECT COUNT(*) FROM (SELECT order_id FROM payments GROUP BY order_id HAVING COUNT(*) = 2) x").await;
+    assert!(split > 0);
+
+    // The shapes that hide bugs: online orders, discounts, ties, scripts.
+    let online = count(&mut my, "SELECT COUNT(*) FROM orders WHERE employee_id IS NULL").await;
+    assert!((orders * 7 / 100..orders * 13 / 100).contains(&online), "{online} online of {orders}");
+    let discounted = count(&mut my, "SELECT COUNT(*) FROM order_items WHERE discount > 0").await;
+    assert!((6_000..18_000).contains(&discounted), "{discounted}");
+    assert_eq!(count(&mut my, "SELECT COUNT(*) FROM order_items WHERE discount < 0 OR discount >= 1 OR quantity <= 0 OR unit_price < 0").await, 0);
+    assert_eq!(count(&mut my, "SELECT COUNT(*) FROM products WHERE unit_cost >= list_price").await, 0);
+    for status in salesdwh::quality::ORDER_STATUSES {
+        let n = count(&mut my, &format!("SELECT COUNT(*) FROM orders WHERE status = '{status}'")).await;
+        assert!(n > 0, "no {status} orders");
+    }
+    assert_eq!(
+        count(&mut my, "SELECT COUNT(*) FROM orders WHERE (status IN ('delivered', 'returned')) <> (completed_at IS NOT NULL)").await,
+        0
+    );
+    let biggest_tie = count(&mut my, "SELECT MAX(n) FROM (SELECT COUNT(*) n FROM orders GROUP BY updated_at) x").await;
+    assert!(biggest_tie >= 50, "largest group of orders sharing updated_at: {biggest_tie}");
+    assert!(count(&mut my, "SELECT COUNT(*) FROM customers WHERE last_name LIKE '%''%' OR first_name LIKE '%''%'").await > 0);
+    assert!(count(&mut my, "SELECT COUNT(*) FROM customers WHERE last_name LIKE '%🌬️%'").await > 0);
+    assert!(count(&mut my, "SELECT COUNT(*) FROM regions WHERE name = 'Київська область'").await == 1);
+    assert_eq!(count(&mut my, "SELECT COUNT(*) FROM orders WHERE updated_at < order_date").await, 0);
+    assert_eq!(count(&mut my, "SELECT COUNT(*) FROM orders o JOIN customers c USING (customer_id) WHERE c.registered_at > o.order_date").await, 0);
+    assert_eq!(count(&mut my, &format!("SELECT COUNT(*) FROM orders WHERE order_date >= '{END}' + INTERVAL 1 DAY OR updated_at >= '{END}' + INTERVAL 1 DAY")).await, 0);
+    // Pareto: the top 20% of customers bring most of the revenue.
+    let top_share = my
+        .query_first::<String, _>(
+            "SELECT CAST(SUM(CASE WHEN rk <= cnt * 0.2 THEN spend ELSE 0 END) / SUM(spend) AS CHAR) FROM (
+               SELECT spend, ROW_NUMBER() OVER (ORDER BY spend DESC) rk, COUNT(*) OVER () cnt
+               FROM (SELECT customer_id, SUM(total_amount) spend FROM orders GROUP BY customer_id) s) r",
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(top_share.parse::<f64>().unwrap() > 0.5, "top 20% share {top_share}");
+    my.disconnect().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refuses_a_non_empty_oltp_without_truncate() {
+    let dbs = initialised();
+    seed(&dbs, "2000", "1", &[]);
+    let before = checksums(&dbs).await;
+    let out = run_expect(dbs.salesdwh().args(["seed", "--order-items", "3000", "--end-date", END]), 2);
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("not empty") && err.contains("--truncate"), "{err}");
+    assert_eq!(checksums(&dbs).await, before, "nothing may be written");
+}
+
+#[test]
+fn seed_needs_initialised_tables_and_only_mysql() {
+    let dbs = TestDbs::names();
+    // No POSTGRES_URL needed; the OLTP does not exist yet.
+    let out = run_expect(dbs.salesdwh().env_remove("POSTGRES_URL").args(["seed", "--order-items", "10"]), 1);
+    assert!(stderr(&out).contains("salesdwh init"), "{}", stderr(&out));
+    let out = run_expect(dbs.salesdwh().args(["seed", "--order-items", "0"]), 2);
+    assert!(stderr(&out).contains("--order-items"), "{}", stderr(&out));
+}
