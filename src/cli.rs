@@ -107,8 +107,14 @@ pub struct SeedArgs {
     #[arg(long)]
     pub truncate: bool,
     /// Write one TSV file per table to DIR instead of loading MySQL
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "bad_rows")]
     pub write_tsv: Option<PathBuf>,
+    /// Plant each data-quality case of SPEC §5 N times (default 3) and print the expected rejects
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "3")]
+    pub bad_rows: Option<u32>,
+    /// Write the expected rejects and unresolved references (TSV) here
+    #[arg(long, value_name = "PATH", requires = "bad_rows")]
+    pub expect_file: Option<PathBuf>,
 }
 
 impl SeedArgs {
@@ -140,6 +146,8 @@ impl SeedArgs {
             plan,
             truncate: self.truncate,
             write_tsv: self.write_tsv.clone(),
+            bad_rows: self.bad_rows,
+            expect_file: self.expect_file.clone(),
             quiet,
         })
     }

@@ -114,6 +114,20 @@ async fn seed_command(settings: &SourceSettings, options: &seed::SeedOptions) ->
     for (table, rows) in schema::OLTP.tables.iter().zip(report.counts) {
         println!("seed:   {:<12} {rows:>10}", table.name);
     }
+    if let Some(expected) = &report.expected {
+        println!(
+            "seed: planted bad rows: {} to reject, {} orders with unresolved references, {} payments of rejected orders that must load",
+            expected.rejects.len(),
+            expected.unresolved.len(),
+            expected.loading_payments.len()
+        );
+        for (reason, n) in expected.counts() {
+            println!("seed:   expect reject {:<22} {n:>4}  ({})", reason.code(), reason.source_table());
+        }
+        if let Some(path) = &options.expect_file {
+            println!("seed: expected rejects written to {}", path.display());
+        }
+    }
     Ok(())
 }
 

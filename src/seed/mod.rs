@@ -7,6 +7,7 @@
 //! refuses a non-empty OLTP unless `--truncate` is given, and checks that
 //! every generated row arrived.
 
+pub mod bad_rows;
 pub mod data;
 pub mod generate;
 pub mod load;
@@ -57,6 +58,12 @@ pub enum SeedError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot write the expected rejects to {path}")]
+    WriteExpected {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the generator stopped unexpectedly")]
     Generator,
 }
@@ -83,6 +90,10 @@ pub struct SeedOptions {
     pub truncate: bool,
     /// Write one TSV file per table here instead of loading MySQL.
     pub write_tsv: Option<PathBuf>,
+    /// Plant every data-quality case this many times.
+    pub bad_rows: Option<u32>,
+    /// Where to write the expected rejects (TSV).
+    pub expect_file: Option<PathBuf>,
     pub quiet: bool,
 }
 
@@ -90,6 +101,7 @@ pub struct SeedOptions {
 pub struct SeedReport {
     pub counts: Counts,
     pub elapsed: Duration,
+    pub expected: Option<bad_rows::Expected>,
 }
 
 impl SeedReport {
@@ -129,6 +141,7 @@ pub async fn run(settings: &SourceSettings, opts: &SeedOptions) -> Result<SeedRe
         return Ok(SeedReport {
             counts,
             elapsed: started.elapsed(),
+            expected: None,
         });
     }
 
@@ -178,9 +191,25 @@ pub async fn run(settings: &SourceSettings, opts: &SeedOptions) -> Result<SeedRe
             });
         }
     }
+    let elapsed = started.elapsed();
+    let mut expected = None;
+    if let Some(per_case) = opts.bad_rows {
+        let mut conn = connect::mysql_conn(endpoint, settings.connect_timeout).await?;
+        let planted =
+            bad_rows::plant(&mut conn, &counts, per_case, opts.plan.end_micros() - 1).await?;
+        drop(conn.disconnect().await);
+        if let Some(path) = &opts.expect_file {
+            std::fs::write(path, planted.to_tsv()).map_err(|source| SeedError::WriteExpected {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        expected = Some(planted);
+    }
     Ok(SeedReport {
         counts,
-        elapsed: started.elapsed(),
+        elapsed,
+        expected,
     })
 }
 

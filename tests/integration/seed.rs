@@ -178,3 +178,84 @@ fn seed_needs_initialised_tables_and_only_mysql() {
     let out = run_expect(dbs.salesdwh().args(["seed", "--order-items", "0"]), 2);
     assert!(stderr(&out).contains("--order-items"), "{}", stderr(&out));
 }
+
+/// Rows of `sql` (one string column) as a sorted set of "code\tpk" lines.
+async fn tagged(my: &mut mysql_async::Conn, code: &str, sql: &str) -> Vec<String> {
+    let pks: Vec<i64> = my.query(sql).await.unwrap();
+    pks.into_iter().map(|pk| format!("{code}\t{pk}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_rows_are_exactly_the_announced_ones() {
+    let dbs = initialised();
+    let expect = dbs.workdir.path().join("expect.tsv");
+    let out = seed(&dbs, "8000", "5", &["--bad-rows", "4", "--expect-file", expect.to_str().unwrap()]);
+    assert!(out.contains("expect reject item_bad_quantity         4"), "{out}");
+    assert!(out.contains("expect reject order_bad_status          8"), "{out}");
+    let file = std::fs::read_to_string(&expect).unwrap();
+    let announced = |kind: &str| -> Vec<String> {
+        let mut v: Vec<String> = file
+            .lines()
+            .skip(1)
+            .map(|l| l.split('\t').collect::<Vec<_>>())
+            .filter(|f| f[0] == kind)
+            .map(|f| format!("{}\t{}", f[3], f[2]))
+            .collect();
+        v.sort();
+        v
+    };
+
+    // Independent SQL over the whole OLTP. Status and method match exactly
+    // (the column collation is case-insensitive, hence BINARY).
+    let mut my = dbs.my().await;
+    let statuses = "('new', 'paid', 'shipped', 'delivered', 'cancelled', 'returned')";
+    let zero = |c: &str| format!("CAST({c} AS CHAR) LIKE '0000-00-00%'");
+    let mut found = Vec::new();
+    for (code, sql) in [
+        ("item_bad_quantity", "SELECT order_item_id FROM order_items WHERE quantity <= 0".to_string()),
+        ("item_bad_unit_price", "SELECT order_item_id FROM order_items WHERE unit_price < 0".into()),
+        ("item_bad_discount", "SELECT order_item_id FROM order_items WHERE discount < 0 OR discount >= 1".into()),
+        ("item_missing_order", "SELECT i.order_item_id FROM order_items i LEFT JOIN orders o USING (order_id) WHERE o.order_id IS NULL".into()),
+        ("item_missing_product", "SELECT i.order_item_id FROM order_items i LEFT JOIN products p USING (product_id) WHERE p.product_id IS NULL".into()),
+        ("order_bad_status", format!("SELECT i.order_item_id FROM order_items i JOIN orders o USING (order_id) WHERE BINARY o.status NOT IN {statuses}")),
+        ("order_bad_date", format!("SELECT i.order_item_id FROM order_items i JOIN orders o USING (order_id) WHERE {}", zero("o.order_date"))),
+        ("order_future_date", "SELECT i.order_item_id FROM order_items i JOIN orders o USING (order_id) WHERE o.order_date > UTC_TIMESTAMP() + INTERVAL 1 DAY".into()),
+        ("payment_bad_amount", "SELECT payment_id FROM payments WHERE amount <= 0".into()),
+        ("payment_bad_method", "SELECT payment_id FROM payments WHERE BINARY method NOT IN ('card', 'cash', 'bank_transfer', 'paypal')".into()),
+        ("payment_missing_order", "SELECT p.payment_id FROM payments p LEFT JOIN orders o USING (order_id) WHERE o.order_id IS NULL".into()),
+        ("payment_bad_paid_at", format!("SELECT payment_id FROM payments WHERE paid_at IS NULL OR {}", zero("paid_at"))),
+    ] {
+        found.extend(tagged(&mut my, code, &sql).await);
+    }
+    found.sort();
+    assert_eq!(found, announced("reject"));
+    assert_eq!(found.len(), 5 * 4 + 3 * 8 + 4 * 4);
+
+    let mut unresolved = Vec::new();
+    for (code, sql) in [
+        ("unresolved_customer", "SELECT o.order_id FROM orders o LEFT JOIN customers c USING (customer_id) WHERE c.customer_id IS NULL"),
+        ("unresolved_employee", "SELECT o.order_id FROM orders o LEFT JOIN employees e USING (employee_id) WHERE o.employee_id IS NOT NULL AND e.employee_id IS NULL"),
+        ("unresolved_region", "SELECT o.order_id FROM orders o LEFT JOIN regions r USING (region_id) WHERE r.region_id IS NULL"),
+    ] {
+        unresolved.extend(tagged(&mut my, code, sql).await);
+    }
+    unresolved.sort();
+    assert_eq!(unresolved, announced("unresolved"));
+    assert_eq!(unresolved.len(), 12);
+
+    // Payments of orders whose items are rejected exist and are valid.
+    let loading = announced("load");
+    assert_eq!(loading.len(), 12);
+    for line in loading {
+        let pk: i64 = line.split('\t').nth(1).unwrap().parse().unwrap();
+        let ok: Option<i64> = my
+            .exec_first(
+                "SELECT p.payment_id FROM payments p JOIN orders o USING (order_id) WHERE p.payment_id = ? AND p.amount > 0 AND p.method = 'card'",
+                (pk,),
+            )
+            .await
+            .unwrap();
+        assert_eq!(ok, Some(pk));
+    }
+    my.disconnect().await.unwrap();
+}
