@@ -115,16 +115,24 @@ pub struct SeedArgs {
     /// Write the expected rejects and unresolved references (TSV) here
     #[arg(long, value_name = "PATH", requires = "bad_rows")]
     pub expect_file: Option<PathBuf>,
+    /// Instead of generating: simulate D later days of business on the seeded OLTP
+    /// (new orders, status changes, price/cost changes, customer edits, item deletes)
+    #[arg(long, value_name = "D", conflicts_with_all = ["truncate", "write_tsv", "bad_rows"])]
+    pub simulate_days: Option<u32>,
 }
 
 impl SeedArgs {
-    pub fn options(&self, quiet: bool) -> Result<crate::seed::SeedOptions, crate::config::ConfigError> {
-        let end_date = chrono::NaiveDate::parse_from_str(&self.end_date, "%Y-%m-%d").map_err(|_| {
-            crate::config::ConfigError::Invalid {
-                name: "--end-date",
-                reason: format!("'{}' is not a date like 2026-09-30", self.end_date),
-            }
-        })?;
+    pub fn options(
+        &self,
+        quiet: bool,
+    ) -> Result<crate::seed::SeedOptions, crate::config::ConfigError> {
+        let end_date =
+            chrono::NaiveDate::parse_from_str(&self.end_date, "%Y-%m-%d").map_err(|_| {
+                crate::config::ConfigError::Invalid {
+                    name: "--end-date",
+                    reason: format!("'{}' is not a date like 2026-09-30", self.end_date),
+                }
+            })?;
         let invalid = |name, reason: &str| crate::config::ConfigError::Invalid {
             name,
             reason: reason.to_string(),
@@ -136,7 +144,10 @@ impl SeedArgs {
             return Err(invalid("--days", "must be at least 1"));
         }
         if self.employees == 0 || self.customers == Some(0) || self.products == Some(0) {
-            return Err(invalid("--employees/--customers/--products", "must be at least 1"));
+            return Err(invalid(
+                "--employees/--customers/--products",
+                "must be at least 1",
+            ));
         }
         let mut plan = crate::seed::Plan::new(self.seed, self.order_items, end_date, self.days);
         plan.customers = self.customers.unwrap_or(plan.customers);
@@ -148,6 +159,7 @@ impl SeedArgs {
             write_tsv: self.write_tsv.clone(),
             bad_rows: self.bad_rows,
             expect_file: self.expect_file.clone(),
+            simulate_days: self.simulate_days,
             quiet,
         })
     }

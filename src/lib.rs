@@ -29,9 +29,12 @@ pub fn run(cli: Cli) -> Result<(), (Error, Vec<String>)> {
             command: SchemaCommand::Generate { check, dir },
         } => schema_generate(*check, dir).map_err(|e| (e, Vec::new())),
         Command::Seed(args) => {
-            let settings = resolve_source(&raw).map_err(|e| (e, config::raw_secrets(&raw, &env)))?;
+            let settings =
+                resolve_source(&raw).map_err(|e| (e, config::raw_secrets(&raw, &env)))?;
             let secrets = settings.secrets();
-            let options = args.options(cli.global.quiet).map_err(|e| (e.into(), Vec::new()))?;
+            let options = args
+                .options(cli.global.quiet)
+                .map_err(|e| (e.into(), Vec::new()))?;
             runtime()
                 .and_then(|rt| rt.block_on(seed_command(&settings, &options)))
                 .map_err(|e| (e, secrets))
@@ -53,7 +56,9 @@ fn resolve(raw: &RawConfig) -> Result<Settings, Error> {
 
 fn resolve_source(raw: &RawConfig) -> Result<SourceSettings, Error> {
     config::load_env_file(raw.env_file.as_deref())?;
-    Ok(Settings::resolve_source(raw, &|name| std::env::var(name).ok())?)
+    Ok(Settings::resolve_source(raw, &|name| {
+        std::env::var(name).ok()
+    })?)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Error> {
@@ -99,6 +104,20 @@ async fn init_command(settings: &Settings) -> Result<(), Error> {
 async fn seed_command(settings: &SourceSettings, options: &seed::SeedOptions) -> Result<(), Error> {
     let report = seed::run(settings, options).await?;
     let secs = report.elapsed.as_secs_f64();
+    if options.simulate_days.is_some() {
+        for d in &report.days {
+            println!(
+                "seed: simulated {}: {} new orders ({} items, {} new customers), {} payments, {} status changes, {} price changes, {} customer edits, {} items deleted",
+                d.day, d.new_orders, d.new_items, d.new_customers, d.new_payments, d.status_changes, d.price_changes, d.customer_edits, d.deleted_items
+            );
+        }
+        println!(
+            "seed: simulated {} days on {} in {secs:.2} s",
+            report.days.len(),
+            settings.mysql
+        );
+        return Ok(());
+    }
     let target = match &options.write_tsv {
         Some(dir) => format!("TSV files in {}", dir.display()),
         None => settings.mysql.to_string(),
@@ -122,7 +141,11 @@ async fn seed_command(settings: &SourceSettings, options: &seed::SeedOptions) ->
             expected.loading_payments.len()
         );
         for (reason, n) in expected.counts() {
-            println!("seed:   expect reject {:<22} {n:>4}  ({})", reason.code(), reason.source_table());
+            println!(
+                "seed:   expect reject {:<22} {n:>4}  ({})",
+                reason.code(),
+                reason.source_table()
+            );
         }
         if let Some(path) = &options.expect_file {
             println!("seed: expected rejects written to {}", path.display());

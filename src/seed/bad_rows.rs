@@ -124,19 +124,36 @@ pub async fn plant(
 
     for k in 0..n {
         let (o, p) = (host(k), product(k));
-        let id = item(&mut ids, o, p, if k % 2 == 0 { 0 } else { -1 }, "10.00", "0");
-        expected.rejects.push((RejectReason::ItemBadQuantity, "order_items", id));
+        let id = item(
+            &mut ids,
+            o,
+            p,
+            if k % 2 == 0 { 0 } else { -1 },
+            "10.00",
+            "0",
+        );
+        expected
+            .rejects
+            .push((RejectReason::ItemBadQuantity, "order_items", id));
         let id = item(&mut ids, o, p, 1, "-5.00", "0");
-        expected.rejects.push((RejectReason::ItemBadUnitPrice, "order_items", id));
+        expected
+            .rejects
+            .push((RejectReason::ItemBadUnitPrice, "order_items", id));
         let disc = if k % 2 == 0 { "1.0000" } else { "-0.0500" };
         let id = item(&mut ids, o, p, 1, "10.00", disc);
-        expected.rejects.push((RejectReason::ItemBadDiscount, "order_items", id));
+        expected
+            .rejects
+            .push((RejectReason::ItemBadDiscount, "order_items", id));
         let missing_order = ids.orders + 1_000_000 + k;
         let id = item(&mut ids, missing_order, p, 1, "10.00", "0");
-        expected.rejects.push((RejectReason::ItemMissingOrder, "order_items", id));
+        expected
+            .rejects
+            .push((RejectReason::ItemMissingOrder, "order_items", id));
         let missing_product = ids.products + 1_000_000 + k;
         let id = item(&mut ids, o, missing_product, 1, "10.00", "0");
-        expected.rejects.push((RejectReason::ItemMissingProduct, "order_items", id));
+        expected
+            .rejects
+            .push((RejectReason::ItemMissingProduct, "order_items", id));
     }
 
     // Orders that are themselves bad: their items are rejected.
@@ -241,8 +258,20 @@ pub async fn plant(
         pay(o, "card", amount, &stamp, RejectReason::PaymentBadAmount);
         let method = if k % 2 == 0 { "bitcoin" } else { "CARD" };
         pay(o, method, "10.00", &stamp, RejectReason::PaymentBadMethod);
-        pay(ids.orders + 1_000_000 + k, "cash", "10.00", &stamp, RejectReason::PaymentMissingOrder);
-        pay(o, "paypal", "10.00", ZERO_DATE, RejectReason::PaymentBadPaidAt);
+        pay(
+            ids.orders + 1_000_000 + k,
+            "cash",
+            "10.00",
+            &stamp,
+            RejectReason::PaymentMissingOrder,
+        );
+        pay(
+            o,
+            "paypal",
+            "10.00",
+            ZERO_DATE,
+            RejectReason::PaymentBadPaidAt,
+        );
     }
 
     let insert = |table: &str, columns: &str, n: usize| {

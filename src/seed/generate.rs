@@ -270,7 +270,9 @@ fn reference_tables(plan: &Plan, out: &mut Out) -> Result<Reference, SinkClosed>
         // row it touches with the same moment (01:00 on the 1st).
         let updated = if rng.random_bool(0.3) {
             let months_after = rng.random_range(1..=6);
-            first_of_month_after(registered, months_after).min(end - 1).max(registered)
+            first_of_month_after(registered, months_after)
+                .min(end - 1)
+                .max(registered)
         } else {
             registered
         };
@@ -336,7 +338,10 @@ fn reference_tables(plan: &Plan, out: &mut Out) -> Result<Reference, SinkClosed>
             pick(&mut rng, &data::BRANDS),
             pick(&mut rng, &data::MODEL_WORDS),
             rng.random_range(1..=20),
-            pick(&mut rng, &["", "(2024)", "128GB", "Чорний", "White", "Series 5"]),
+            pick(
+                &mut rng,
+                &["", "(2024)", "128GB", "Чорний", "White", "Series 5"]
+            ),
         );
         out.row(table::PRODUCTS)
             .int(id)
@@ -464,7 +469,10 @@ fn orders(plan: &Plan, reference: &Reference, out: &mut Out) -> Result<(), SinkC
                 None // online order
             } else {
                 let u: f64 = rng.random();
-                Some(((reference.employee_region.len() as f64 * u.powf(1.5)) as usize).min(reference.employee_region.len() - 1))
+                Some(
+                    ((reference.employee_region.len() as f64 * u.powf(1.5)) as usize)
+                        .min(reference.employee_region.len() - 1),
+                )
             };
             let customer_region = reference.customer_region[customer];
             let region = match employee {
@@ -541,7 +549,8 @@ fn orders(plan: &Plan, reference: &Reference, out: &mut Out) -> Result<(), SinkC
             let paid_at = ordered + between(&mut rng, 5 * 60, 3600) * MICROS_PER_SEC;
             let mut completed = None;
             if matches!(status, "delivered" | "returned") {
-                let c = ordered + rng.random_range(1..8) * MICROS_PER_DAY
+                let c = ordered
+                    + rng.random_range(1..8) * MICROS_PER_DAY
                     + between(&mut rng, 0, MICROS_PER_DAY);
                 if c < end {
                     completed = Some(c);
@@ -553,18 +562,28 @@ fn orders(plan: &Plan, reference: &Reference, out: &mut Out) -> Result<(), SinkC
                 status = "new";
             }
             // Nightly batch jobs stamp every order they move at 02:00:00.
-            let nightly = |t: Micros| (t.div_euclid(MICROS_PER_DAY) + 1) * MICROS_PER_DAY + 2 * 3600 * MICROS_PER_SEC;
+            let nightly = |t: Micros| {
+                (t.div_euclid(MICROS_PER_DAY) + 1) * MICROS_PER_DAY + 2 * 3600 * MICROS_PER_SEC
+            };
             let updated = match status {
                 "new" => ordered,
                 "paid" => paid_at,
                 "shipped" => nightly(paid_at),
                 "delivered" => nightly(completed.unwrap_or(ordered)),
-                "returned" => nightly(completed.unwrap_or(ordered) + rng.random_range(2..14) * MICROS_PER_DAY),
+                "returned" => {
+                    nightly(completed.unwrap_or(ordered) + rng.random_range(2..14) * MICROS_PER_DAY)
+                }
                 _ => ordered + between(&mut rng, 3600, 48 * 3600) * MICROS_PER_SEC,
             };
             let updated = if updated >= end {
                 // The batch has not run yet: the last real change stands.
-                completed.unwrap_or(if status == "new" || status == "cancelled" { ordered } else { paid_at }).min(end - 1)
+                completed
+                    .unwrap_or(if status == "new" || status == "cancelled" {
+                        ordered
+                    } else {
+                        paid_at
+                    })
+                    .min(end - 1)
             } else {
                 updated
             };
@@ -605,7 +624,9 @@ fn orders(plan: &Plan, reference: &Reference, out: &mut Out) -> Result<(), SinkC
                     .ts(paid_at);
                 out.end(table::PAYMENTS)?;
                 if split {
-                    let second_at = (paid_at + between(&mut rng, 3600, 3 * 86_400) * MICROS_PER_SEC).min(end - 1);
+                    let second_at = (paid_at
+                        + between(&mut rng, 3600, 3 * 86_400) * MICROS_PER_SEC)
+                        .min(end - 1);
                     payment_id += 1;
                     let m = method(&mut rng);
                     out.row(table::PAYMENTS)
@@ -666,7 +687,14 @@ mod tests {
         let orders = counts[table::ORDERS] as f64;
         assert!((1400.0..2100.0).contains(&orders), "{orders} orders");
         let mut c = Collect::default();
-        generate(&Plan { seed: 8, ..plan(5000) }, &mut c).unwrap();
+        generate(
+            &Plan {
+                seed: 8,
+                ..plan(5000)
+            },
+            &mut c,
+        )
+        .unwrap();
         assert_ne!(a.0[table::ORDERS], c.0[table::ORDERS]);
     }
 
@@ -703,7 +731,10 @@ mod tests {
                 _ => assert_eq!(paid[&o[0]], cents(&o[6]), "payments of order {}", o[0]),
             }
             assert!(o[8] >= o[4], "updated_at before order_date in {o:?}");
-            assert_eq!(o[7] != "\\N", matches!(o[5].as_str(), "delivered" | "returned"));
+            assert_eq!(
+                o[7] != "\\N",
+                matches!(o[5].as_str(), "delivered" | "returned")
+            );
         }
         assert!(statuses.len() == 6, "{statuses:?}");
         let online = rows(table::ORDERS).iter().filter(|o| o[2] == "\\N").count();

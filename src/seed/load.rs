@@ -50,7 +50,9 @@ pub struct ChannelSink {
 
 impl Sink for ChannelSink {
     fn chunk(&mut self, t: usize, data: Bytes, rows: u64) -> Result<(), SinkClosed> {
-        self.senders[t].blocking_send(data).map_err(|_| SinkClosed)?;
+        self.senders[t]
+            .blocking_send(data)
+            .map_err(|_| SinkClosed)?;
         if t == table::ORDER_ITEMS {
             self.progress.inc(rows);
         }
@@ -64,7 +66,10 @@ pub fn start(
     endpoint: &DbEndpoint,
     timeout: Duration,
     progress: Arc<Progress>,
-) -> (ChannelSink, Vec<tokio::task::JoinHandle<Result<u64, SeedError>>>) {
+) -> (
+    ChannelSink,
+    Vec<tokio::task::JoinHandle<Result<u64, SeedError>>>,
+) {
     let mut senders = Vec::new();
     let mut loaders = Vec::new();
     for table in OLTP.tables.iter() {
@@ -96,7 +101,9 @@ async fn load_table(
         });
         Ok(stream.boxed())
     });
-    conn.query_drop(load_data_sql(table)).await.map_err(failed)?;
+    conn.query_drop(load_data_sql(table))
+        .await
+        .map_err(failed)?;
     let rows = conn.affected_rows();
     drop(conn.disconnect().await);
     Ok(rows)
@@ -115,7 +122,10 @@ impl FileSink {
         let files = OLTP
             .tables
             .iter()
-            .map(|t| std::fs::File::create(dir.join(format!("{}.tsv", t.name))).map(std::io::BufWriter::new))
+            .map(|t| {
+                std::fs::File::create(dir.join(format!("{}.tsv", t.name)))
+                    .map(std::io::BufWriter::new)
+            })
             .collect::<io::Result<Vec<_>>>()?;
         Ok(FileSink { files, error: None })
     }

@@ -11,6 +11,7 @@ pub mod bad_rows;
 pub mod data;
 pub mod generate;
 pub mod load;
+pub mod simulate;
 pub mod tsv;
 
 use std::path::PathBuf;
@@ -94,6 +95,8 @@ pub struct SeedOptions {
     pub bad_rows: Option<u32>,
     /// Where to write the expected rejects (TSV).
     pub expect_file: Option<PathBuf>,
+    /// Instead of generating, simulate this many later days of business.
+    pub simulate_days: Option<u32>,
     pub quiet: bool,
 }
 
@@ -102,6 +105,7 @@ pub struct SeedReport {
     pub counts: Counts,
     pub elapsed: Duration,
     pub expected: Option<bad_rows::Expected>,
+    pub days: Vec<simulate::DayReport>,
 }
 
 impl SeedReport {
@@ -142,12 +146,28 @@ pub async fn run(settings: &SourceSettings, opts: &SeedOptions) -> Result<SeedRe
             counts,
             elapsed: started.elapsed(),
             expected: None,
+            days: Vec::new(),
         });
     }
 
     let endpoint = &settings.mysql;
     let mut conn = connect::mysql_conn(endpoint, settings.connect_timeout).await?;
-    prepare(&mut conn, endpoint.database.as_deref().unwrap_or_default(), opts.truncate).await?;
+    if let Some(days) = opts.simulate_days {
+        let reports = simulate::run(&mut conn, opts.plan.seed, days).await?;
+        drop(conn.disconnect().await);
+        return Ok(SeedReport {
+            counts: [0; generate::table::COUNT],
+            elapsed: started.elapsed(),
+            expected: None,
+            days: reports,
+        });
+    }
+    prepare(
+        &mut conn,
+        endpoint.database.as_deref().unwrap_or_default(),
+        opts.truncate,
+    )
+    .await?;
     drop(conn.disconnect().await);
 
     let progress = Arc::new(Progress::new(
@@ -210,6 +230,7 @@ pub async fn run(settings: &SourceSettings, opts: &SeedOptions) -> Result<SeedRe
         counts,
         elapsed,
         expected,
+        days: Vec::new(),
     })
 }
 
@@ -226,7 +247,11 @@ async fn prepare(
         )
         .await
         .map_err(query_error("listing the OLTP tables"))?;
-    if OLTP.tables.iter().any(|t| !existing.iter().any(|e| e == t.name)) {
+    if OLTP
+        .tables
+        .iter()
+        .any(|t| !existing.iter().any(|e| e == t.name))
+    {
         return Err(SeedError::NotInitialised {
             database: database.to_string(),
         });
@@ -237,10 +262,10 @@ async fn prepare(
             "SELECT EXISTS (SELECT 1 FROM {})",
             quote_ident(Dialect::MySql, table.name)
         );
-        let any: Option<bool> = conn
-            .query_first(sql)
-            .await
-            .map_err(query_error(format!("checking whether {} is empty", table.name)))?;
+        let any: Option<bool> = conn.query_first(sql).await.map_err(query_error(format!(
+            "checking whether {} is empty",
+            table.name
+        )))?;
         if any == Some(true) {
             non_empty.push(table.name.to_string());
         }
@@ -255,9 +280,12 @@ async fn prepare(
         .await
         .map_err(query_error("disabling foreign key checks"))?;
     for table in OLTP.tables.iter().rev() {
-        conn.query_drop(format!("TRUNCATE TABLE {}", quote_ident(Dialect::MySql, table.name)))
-            .await
-            .map_err(query_error(format!("truncating {}", table.name)))?;
+        conn.query_drop(format!(
+            "TRUNCATE TABLE {}",
+            quote_ident(Dialect::MySql, table.name)
+        ))
+        .await
+        .map_err(query_error(format!("truncating {}", table.name)))?;
     }
     conn.query_drop("SET SESSION foreign_key_checks = 1")
         .await

@@ -55,7 +55,10 @@ impl Tsv {
     /// Hands the bytes over and starts a new buffer of the same capacity.
     pub fn take(&mut self) -> Bytes {
         let capacity = self.buf.capacity();
-        Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(capacity)))
+        Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(capacity),
+        ))
     }
 
     fn digits(&mut self, mut v: u64, min_width: usize) {
@@ -201,23 +204,63 @@ mod tests {
 
     #[test]
     fn formats_values_the_way_load_data_reads_them() {
-        assert_eq!(row(|t| { t.int(0).int(-42).int(1234567); }), "0\t-42\t1234567\n");
-        assert_eq!(row(|t| { t.money(5).money(-1999).money(123456); }), "0.05\t-19.99\t1234.56\n");
-        assert_eq!(row(|t| { t.fixed(1250, 4).fixed(0, 4).fixed(-10000, 4); }), "0.1250\t0.0000\t-1.0000\n");
-        assert_eq!(row(|t| { t.text("O'Brien\ta\\b\nc").null(); }), "O'Brien\\ta\\\\b\\nc\t\\N\n");
-        assert_eq!(row(|t| { t.text("Дар'я 🌬️"); }), "Дар'я 🌬️\n");
+        assert_eq!(
+            row(|t| {
+                t.int(0).int(-42).int(1234567);
+            }),
+            "0\t-42\t1234567\n"
+        );
+        assert_eq!(
+            row(|t| {
+                t.money(5).money(-1999).money(123456);
+            }),
+            "0.05\t-19.99\t1234.56\n"
+        );
+        assert_eq!(
+            row(|t| {
+                t.fixed(1250, 4).fixed(0, 4).fixed(-10000, 4);
+            }),
+            "0.1250\t0.0000\t-1.0000\n"
+        );
+        assert_eq!(
+            row(|t| {
+                t.text("O'Brien\ta\\b\nc").null();
+            }),
+            "O'Brien\\ta\\\\b\\nc\t\\N\n"
+        );
+        assert_eq!(
+            row(|t| {
+                t.text("Дар'я 🌬️");
+            }),
+            "Дар'я 🌬️\n"
+        );
     }
 
     #[test]
     fn formats_dates_and_timestamps_in_utc() {
         // 2024-02-29T23:59:59.000001Z
         let micros = 1_709_251_199 * MICROS_PER_SEC + 1;
-        assert_eq!(row(|t| { t.ts(micros); }), "2024-02-29 23:59:59.000001\n");
-        assert_eq!(row(|t| { t.date(0).date(-1).date(19_783); }), "1970-01-01\t1969-12-31\t2024-03-01\n");
+        assert_eq!(
+            row(|t| {
+                t.ts(micros);
+            }),
+            "2024-02-29 23:59:59.000001\n"
+        );
+        assert_eq!(
+            row(|t| {
+                t.date(0).date(-1).date(19_783);
+            }),
+            "1970-01-01\t1969-12-31\t2024-03-01\n"
+        );
         let mut day = 0i64;
         let mut date = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap();
         while day < 40_000 {
-            assert_eq!(row(|t| { t.date(day); }), format!("{date}\n"));
+            assert_eq!(
+                row(|t| {
+                    t.date(day);
+                }),
+                format!("{date}\n")
+            );
             day += 97;
             date += chrono::Duration::days(97);
         }

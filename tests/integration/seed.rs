@@ -11,7 +11,13 @@ const END: &str = "2026-09-30";
 fn initialised() -> TestDbs {
     let dbs = TestDbs::names();
     run_expect(
-        dbs.salesdwh().args(["init", "--dim-date-from", "2026-01-01", "--dim-date-to", "2026-01-02"]),
+        dbs.salesdwh().args([
+            "init",
+            "--dim-date-from",
+            "2026-01-01",
+            "--dim-date-to",
+            "2026-01-02",
+        ]),
         0,
     );
     dbs
@@ -19,7 +25,16 @@ fn initialised() -> TestDbs {
 
 fn seed(dbs: &TestDbs, items: &str, seed: &str, extra: &[&str]) -> String {
     let mut cmd = dbs.salesdwh();
-    cmd.args(["seed", "--order-items", items, "--seed", seed, "--end-date", END]).args(extra);
+    cmd.args([
+        "seed",
+        "--order-items",
+        items,
+        "--seed",
+        seed,
+        "--end-date",
+        END,
+    ])
+    .args(extra);
     stdout(&run_expect(&mut cmd, 0))
 }
 
@@ -27,8 +42,11 @@ async fn checksums(dbs: &TestDbs) -> Vec<(String, u64)> {
     let mut my = dbs.my().await;
     let mut out = Vec::new();
     for table in salesdwh::schema::OLTP.tables {
-        let row: (String, Option<u64>) =
-            my.query_first(format!("CHECKSUM TABLE `{}` EXTENDED", table.name)).await.unwrap().unwrap();
+        let row: (String, Option<u64>) = my
+            .query_first(format!("CHECKSUM TABLE `{}` EXTENDED", table.name))
+            .await
+            .unwrap()
+            .unwrap();
         out.push((table.name.to_string(), row.1.expect("checksum")));
     }
     my.disconnect().await.unwrap();
@@ -61,13 +79,22 @@ async fn sizes_references_totals_and_payments_hold() {
     let out = seed(&dbs, "60000", "3", &[]);
     assert!(out.contains("order_items"), "{out}");
     let mut my = dbs.my().await;
-    assert_eq!(count(&mut my, "SELECT COUNT(*) FROM order_items").await, 60_000);
-    assert_eq!(count(&mut my, "SELECT COUNT(*) FROM customers").await, 3_000);
+    assert_eq!(
+        count(&mut my, "SELECT COUNT(*) FROM order_items").await,
+        60_000
+    );
+    assert_eq!(
+        count(&mut my, "SELECT COUNT(*) FROM customers").await,
+        3_000
+    );
     assert_eq!(count(&mut my, "SELECT COUNT(*) FROM products").await, 300);
     assert_eq!(count(&mut my, "SELECT COUNT(*) FROM employees").await, 200);
     assert_eq!(count(&mut my, "SELECT COUNT(*) FROM regions").await, 25);
     let orders = count(&mut my, "SELECT COUNT(*) FROM orders").await;
-    assert!((60_000 / 4..60_000 / 2).contains(&orders), "{orders} orders for 60000 items");
+    assert!(
+        (60_000 / 4..60_000 / 2).contains(&orders),
+        "{orders} orders for 60000 items"
+    );
     let two_level: i64 = count(
         &mut my,
         "SELECT COUNT(*) FROM categories c JOIN categories p ON p.category_id = c.parent_id WHERE p.parent_id IS NULL",
@@ -121,26 +148,83 @@ async fn sizes_references_totals_and_payments_hold() {
     assert!(split > 0);
 
     // The shapes that hide bugs: online orders, discounts, ties, scripts.
-    let online = count(&mut my, "SELECT COUNT(*) FROM orders WHERE employee_id IS NULL").await;
-    assert!((orders * 7 / 100..orders * 13 / 100).contains(&online), "{online} online of {orders}");
-    let discounted = count(&mut my, "SELECT COUNT(*) FROM order_items WHERE discount > 0").await;
+    let online = count(
+        &mut my,
+        "SELECT COUNT(*) FROM orders WHERE employee_id IS NULL",
+    )
+    .await;
+    assert!(
+        (orders * 7 / 100..orders * 13 / 100).contains(&online),
+        "{online} online of {orders}"
+    );
+    let discounted = count(
+        &mut my,
+        "SELECT COUNT(*) FROM order_items WHERE discount > 0",
+    )
+    .await;
     assert!((6_000..18_000).contains(&discounted), "{discounted}");
     assert_eq!(count(&mut my, "SELECT COUNT(*) FROM order_items WHERE discount < 0 OR discount >= 1 OR quantity <= 0 OR unit_price < 0").await, 0);
-    assert_eq!(count(&mut my, "SELECT COUNT(*) FROM products WHERE unit_cost >= list_price").await, 0);
+    assert_eq!(
+        count(
+            &mut my,
+            "SELECT COUNT(*) FROM products WHERE unit_cost >= list_price"
+        )
+        .await,
+        0
+    );
     for status in salesdwh::quality::ORDER_STATUSES {
-        let n = count(&mut my, &format!("SELECT COUNT(*) FROM orders WHERE status = '{status}'")).await;
+        let n = count(
+            &mut my,
+            &format!("SELECT COUNT(*) FROM orders WHERE status = '{status}'"),
+        )
+        .await;
         assert!(n > 0, "no {status} orders");
     }
     assert_eq!(
         count(&mut my, "SELECT COUNT(*) FROM orders WHERE (status IN ('delivered', 'returned')) <> (completed_at IS NOT NULL)").await,
         0
     );
-    let biggest_tie = count(&mut my, "SELECT MAX(n) FROM (SELECT COUNT(*) n FROM orders GROUP BY updated_at) x").await;
-    assert!(biggest_tie >= 50, "largest group of orders sharing updated_at: {biggest_tie}");
-    assert!(count(&mut my, "SELECT COUNT(*) FROM customers WHERE last_name LIKE '%''%' OR first_name LIKE '%''%'").await > 0);
-    assert!(count(&mut my, "SELECT COUNT(*) FROM customers WHERE last_name LIKE '%🌬️%'").await > 0);
-    assert!(count(&mut my, "SELECT COUNT(*) FROM regions WHERE name = 'Київська область'").await == 1);
-    assert_eq!(count(&mut my, "SELECT COUNT(*) FROM orders WHERE updated_at < order_date").await, 0);
+    let biggest_tie = count(
+        &mut my,
+        "SELECT MAX(n) FROM (SELECT COUNT(*) n FROM orders GROUP BY updated_at) x",
+    )
+    .await;
+    assert!(
+        biggest_tie >= 50,
+        "largest group of orders sharing updated_at: {biggest_tie}"
+    );
+    assert!(
+        count(
+            &mut my,
+            "SELECT COUNT(*) FROM customers WHERE last_name LIKE '%''%' OR first_name LIKE '%''%'"
+        )
+        .await
+            > 0
+    );
+    assert!(
+        count(
+            &mut my,
+            "SELECT COUNT(*) FROM customers WHERE last_name LIKE '%🌬️%'"
+        )
+        .await
+            > 0
+    );
+    assert!(
+        count(
+            &mut my,
+            "SELECT COUNT(*) FROM regions WHERE name = 'Київська область'"
+        )
+        .await
+            == 1
+    );
+    assert_eq!(
+        count(
+            &mut my,
+            "SELECT COUNT(*) FROM orders WHERE updated_at < order_date"
+        )
+        .await,
+        0
+    );
     assert_eq!(count(&mut my, "SELECT COUNT(*) FROM orders o JOIN customers c USING (customer_id) WHERE c.registered_at > o.order_date").await, 0);
     assert_eq!(count(&mut my, &format!("SELECT COUNT(*) FROM orders WHERE order_date >= '{END}' + INTERVAL 1 DAY OR updated_at >= '{END}' + INTERVAL 1 DAY")).await, 0);
     // Pareto: the top 20% of customers bring most of the revenue.
@@ -153,7 +237,10 @@ async fn sizes_references_totals_and_payments_hold() {
         .await
         .unwrap()
         .unwrap();
-    assert!(top_share.parse::<f64>().unwrap() > 0.5, "top 20% share {top_share}");
+    assert!(
+        top_share.parse::<f64>().unwrap() > 0.5,
+        "top 20% share {top_share}"
+    );
     my.disconnect().await.unwrap();
 }
 
@@ -162,10 +249,17 @@ async fn refuses_a_non_empty_oltp_without_truncate() {
     let dbs = initialised();
     seed(&dbs, "2000", "1", &[]);
     let before = checksums(&dbs).await;
-    let out = run_expect(dbs.salesdwh().args(["seed", "--order-items", "3000", "--end-date", END]), 2);
+    let out = run_expect(
+        dbs.salesdwh()
+            .args(["seed", "--order-items", "3000", "--end-date", END]),
+        2,
+    );
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("not empty") && err.contains("--truncate"), "{err}");
+    assert!(
+        err.contains("not empty") && err.contains("--truncate"),
+        "{err}"
+    );
     assert_eq!(checksums(&dbs).await, before, "nothing may be written");
 }
 
@@ -173,7 +267,12 @@ async fn refuses_a_non_empty_oltp_without_truncate() {
 fn seed_needs_initialised_tables_and_only_mysql() {
     let dbs = TestDbs::names();
     // No POSTGRES_URL needed; the OLTP does not exist yet.
-    let out = run_expect(dbs.salesdwh().env_remove("POSTGRES_URL").args(["seed", "--order-items", "10"]), 1);
+    let out = run_expect(
+        dbs.salesdwh()
+            .env_remove("POSTGRES_URL")
+            .args(["seed", "--order-items", "10"]),
+        1,
+    );
     assert!(stderr(&out).contains("salesdwh init"), "{}", stderr(&out));
     let out = run_expect(dbs.salesdwh().args(["seed", "--order-items", "0"]), 2);
     assert!(stderr(&out).contains("--order-items"), "{}", stderr(&out));
@@ -189,9 +288,20 @@ async fn tagged(my: &mut mysql_async::Conn, code: &str, sql: &str) -> Vec<String
 async fn bad_rows_are_exactly_the_announced_ones() {
     let dbs = initialised();
     let expect = dbs.workdir.path().join("expect.tsv");
-    let out = seed(&dbs, "8000", "5", &["--bad-rows", "4", "--expect-file", expect.to_str().unwrap()]);
-    assert!(out.contains("expect reject item_bad_quantity         4"), "{out}");
-    assert!(out.contains("expect reject order_bad_status          8"), "{out}");
+    let out = seed(
+        &dbs,
+        "8000",
+        "5",
+        &["--bad-rows", "4", "--expect-file", expect.to_str().unwrap()],
+    );
+    assert!(
+        out.contains("expect reject item_bad_quantity         4"),
+        "{out}"
+    );
+    assert!(
+        out.contains("expect reject order_bad_status          8"),
+        "{out}"
+    );
     let file = std::fs::read_to_string(&expect).unwrap();
     let announced = |kind: &str| -> Vec<String> {
         let mut v: Vec<String> = file
@@ -258,4 +368,115 @@ async fn bad_rows_are_exactly_the_announced_ones() {
         assert_eq!(ok, Some(pk));
     }
     my.disconnect().await.unwrap();
+}
+
+/// (table, pk) -> (hash of every column but updated_at, updated_at)
+async fn snapshot(
+    my: &mut mysql_async::Conn,
+) -> std::collections::BTreeMap<(String, i64), (String, String)> {
+    let mut out = std::collections::BTreeMap::new();
+    for table in salesdwh::schema::OLTP.tables {
+        let values: Vec<String> = table
+            .columns
+            .iter()
+            .filter(|c| c.name != "updated_at")
+            .map(|c| format!("IFNULL(CAST(`{}` AS CHAR), '\\\\N')", c.name))
+            .collect();
+        let sql = format!(
+            "SELECT `{}`, MD5(CONCAT_WS('|', {})), CAST(updated_at AS CHAR) FROM `{}`",
+            table.primary_key[0],
+            values.join(", "),
+            table.name
+        );
+        let rows: Vec<(i64, String, String)> = my.query(sql).await.unwrap();
+        for (pk, hash, updated) in rows {
+            out.insert((table.name.to_string(), pk), (hash, updated));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn simulated_days_change_updated_at_exactly_where_values_change() {
+    let (a, b) = (initialised(), initialised());
+    seed(&a, "30000", "11", &[]);
+    seed(&b, "30000", "11", &[]);
+    let mut my = a.my().await;
+    let before = snapshot(&mut my).await;
+    let out = stdout(&run_expect(
+        a.salesdwh()
+            .args(["seed", "--simulate-days", "5", "--seed", "11"]),
+        0,
+    ));
+    assert_eq!(out.matches("seed: simulated 2026-10-0").count(), 5, "{out}");
+    let after = snapshot(&mut my).await;
+
+    let first_day = "2026-10-01";
+    let (mut changed, mut added, mut deleted) = (0, 0, 0);
+    let mut changed_tables = std::collections::BTreeSet::new();
+    for (key, (hash, updated)) in &before {
+        match after.get(key) {
+            Some((hash2, updated2)) => {
+                let values_changed = hash != hash2;
+                let stamp_moved = updated != updated2;
+                assert_eq!(
+                    values_changed, stamp_moved,
+                    "{key:?}: values changed {values_changed}, updated_at {updated} -> {updated2}"
+                );
+                if values_changed {
+                    assert!(updated2.as_str() >= first_day, "{key:?} stamped {updated2}");
+                    changed += 1;
+                    changed_tables.insert(key.0.clone());
+                }
+            }
+            None => {
+                assert_eq!(key.0, "order_items", "only items are hard-deleted: {key:?}");
+                deleted += 1;
+            }
+        }
+    }
+    for (key, (_, updated)) in &after {
+        if !before.contains_key(key) {
+            assert!(
+                updated.as_str() >= first_day,
+                "new row {key:?} stamped {updated}"
+            );
+            added += 1;
+        }
+    }
+    assert!(
+        changed > 100 && added > 100 && deleted >= 1,
+        "changed {changed}, added {added}, deleted {deleted}"
+    );
+    for t in ["orders", "products", "customers"] {
+        assert!(
+            changed_tables.contains(t),
+            "no changed {t}: {changed_tables:?}"
+        );
+    }
+
+    // The business stays consistent: totals, payments.
+    assert_eq!(
+        count(&mut my, "SELECT COUNT(*) FROM orders o JOIN (SELECT order_id, SUM(quantity * unit_price - ROUND(quantity * unit_price * discount, 2)) r FROM order_items GROUP BY order_id) i USING (order_id) WHERE i.r <> o.total_amount").await,
+        0
+    );
+    assert_eq!(
+        count(&mut my, "SELECT COUNT(*) FROM orders o LEFT JOIN (SELECT order_id, SUM(amount) paid FROM payments GROUP BY order_id) p USING (order_id) WHERE o.status NOT IN ('new', 'cancelled') AND (p.paid IS NULL OR p.paid <> o.total_amount)").await,
+        0
+    );
+    assert_eq!(count(&mut my, "SELECT COUNT(*) FROM orders WHERE (status IN ('delivered', 'returned')) <> (completed_at IS NOT NULL)").await, 0);
+    my.disconnect().await.unwrap();
+
+    // Same OLTP, same arguments: same result, also when split into runs.
+    run_expect(
+        b.salesdwh()
+            .args(["seed", "--simulate-days", "2", "--seed", "11"]),
+        0,
+    );
+    run_expect(
+        b.salesdwh()
+            .args(["seed", "--simulate-days", "3", "--seed", "11"]),
+        0,
+    );
+    assert_eq!(checksums(&a).await, checksums(&b).await);
 }
