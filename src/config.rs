@@ -289,12 +289,11 @@ impl Settings {
                 name: "MYSQL_URL",
                 flag: "--mysql-url",
             })?;
-        let mysql = DbEndpoint::parse(Engine::MySql, &value).map_err(|reason| {
-            ConfigError::Invalid {
+        let mysql =
+            DbEndpoint::parse(Engine::MySql, &value).map_err(|reason| ConfigError::Invalid {
                 name: "MYSQL_URL",
                 reason,
-            }
-        })?;
+            })?;
         mysql.database_name("MYSQL_URL")?;
         let connect_timeout_secs: u64 = number(
             raw.connect_timeout_secs

@@ -108,7 +108,14 @@ impl Unresolved {
 }
 
 /// Order statuses (SPEC §1), matched exactly.
-pub const ORDER_STATUSES: [&str; 6] = ["new", "paid", "shipped", "delivered", "cancelled", "returned"];
+pub const ORDER_STATUSES: [&str; 6] = [
+    "new",
+    "paid",
+    "shipped",
+    "delivered",
+    "cancelled",
+    "returned",
+];
 /// Payment methods (SPEC §1), matched exactly.
 pub const PAYMENT_METHODS: [&str; 4] = ["card", "cash", "bank_transfer", "paypal"];
 /// Statuses whose revenue counts nowhere (SPEC §7).
@@ -124,6 +131,8 @@ mod tests {
         codes.sort();
         codes.dedup();
         assert_eq!(codes.len(), RejectReason::ALL.len());
-        assert!(codes.iter().all(|c| c.chars().all(|ch| ch.is_ascii_lowercase() || ch == '_')));
+        assert!(codes
+            .iter()
+            .all(|c| c.chars().all(|ch| ch.is_ascii_lowercase() || ch == '_')));
     }
 }
