@@ -3,13 +3,17 @@
 //! Idempotent by construction: the databases are created only when missing,
 //! every DDL statement is `IF NOT EXISTS`/`OR REPLACE`/`ON CONFLICT DO
 //! NOTHING`, and the warehouse DDL runs as one PostgreSQL transaction, so a
-//! failed init leaves the warehouse as it was.
+//! failed init leaves the warehouse as it was. That transaction also applies
+//! the marts (`sql/postgres/03_views_marts.sql`, see [`crate::marts`]) and
+//! fills the materialized views it created, so a fresh warehouse has
+//! readable (empty) marts.
 
 use chrono::NaiveDate;
 use mysql_async::prelude::Queryable;
 
 use crate::config::{DbEndpoint, Settings};
 use crate::connect::{self, ConnectError};
+use crate::marts::{self, MartsError};
 use crate::schema::{self, model::quote_ident, Dialect, DWH, OLTP};
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +39,18 @@ pub enum InitError {
         endpoint: Box<DbEndpoint>,
         #[source]
         source: tokio_postgres::Error,
+    },
+    #[error("the marts (sql/postgres/03_views_marts.sql) failed on {endpoint}")]
+    MartsDdl {
+        endpoint: Box<DbEndpoint>,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("cannot populate the marts on {endpoint}")]
+    MartsRefresh {
+        endpoint: Box<DbEndpoint>,
+        #[source]
+        source: MartsError,
     },
 }
 
@@ -134,7 +150,7 @@ async fn init_mysql(settings: &Settings) -> Result<usize, InitError> {
 async fn init_postgres(settings: &Settings) -> Result<i32, InitError> {
     let endpoint = &settings.postgres;
     let timeout = settings.connect_timeout;
-    let client = match connect::pg_client(endpoint, timeout).await {
+    let mut client = match connect::pg_client(endpoint, timeout).await {
         Ok(client) => client,
         Err(e) if e.is_unknown_database() => {
             let database = endpoint.database.clone().unwrap_or_default();
@@ -165,12 +181,12 @@ async fn init_postgres(settings: &Settings) -> Result<i32, InitError> {
         endpoint: Box::new(endpoint.clone()),
         source,
     };
-    // One simple-query string runs as one implicit transaction.
-    client
-        .batch_execute(&schema::postgres::render(&DWH))
+    // One transaction: a failure anywhere leaves the warehouse as it was.
+    let tx = client.transaction().await.map_err(ddl_error)?;
+    tx.batch_execute(&schema::postgres::render(&DWH))
         .await
         .map_err(ddl_error)?;
-    let added: i32 = client
+    let added: i32 = tx
         .query_one(
             "SELECT dwh.ensure_dim_date($1, $2)",
             &[&settings.dim_date_from, &settings.dim_date_to],
@@ -178,6 +194,20 @@ async fn init_postgres(settings: &Settings) -> Result<i32, InitError> {
         .await
         .map_err(ddl_error)?
         .get(0);
+    tx.batch_execute(marts::MARTS_SQL)
+        .await
+        .map_err(|source| InitError::MartsDdl {
+            endpoint: Box::new(endpoint.clone()),
+            source,
+        })?;
+    let populated = marts::populate(&tx)
+        .await
+        .map_err(|source| InitError::MartsRefresh {
+            endpoint: Box::new(endpoint.clone()),
+            source,
+        })?;
+    tx.commit().await.map_err(ddl_error)?;
+    tracing::debug!(endpoint = %endpoint, marts_populated = ?populated, "marts ready");
     tracing::debug!(endpoint = %endpoint, tables = DWH.tables.len(), dim_date_added = added, "warehouse schema ready");
     Ok(added)
 }

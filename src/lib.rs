@@ -8,6 +8,7 @@ pub mod config;
 pub mod connect;
 pub mod error;
 pub mod init;
+pub mod marts;
 pub mod progress;
 pub mod quality;
 pub mod schema;

@@ -7,5 +7,6 @@ mod support;
 mod config_errors;
 mod dbml_matches_ddl;
 mod init;
+mod marts;
 mod schema_files;
 mod seed;
