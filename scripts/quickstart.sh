@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Brings the local stack up and runs salesdwh end to end:
-# init (schemas, roles, dim_date). Later stages (seed, backfill, sync) are
-# added here as they land.
+# init (schemas, marts, roles, dim_date), then seed (200,000 order items of
+# synthetic business, replacing what the local OLTP held) and one simulated
+# later day. Later stages (backfill, sync) are added here as they land.
 #
 # Uses .env (created from .env.example when missing) and the same build
 # cache as scripts/test.sh.
@@ -24,4 +25,8 @@ salesdwh() { "$CARGO_TARGET_DIR/release/salesdwh" "$@"; }
 
 say "salesdwh init"
 salesdwh init
-say "done: the warehouse schema is ready (psql \"\$POSTGRES_URL\" -c '\\dt dwh.*')"
+say "salesdwh seed --order-items 200000 --truncate"
+salesdwh seed --order-items 200000 --truncate
+say "salesdwh seed --simulate-days 1"
+salesdwh seed --simulate-days 1
+say "done: OLTP seeded, warehouse schema and marts ready (psql \"\$POSTGRES_URL\" -c '\\dt dwh.*')"
