@@ -119,6 +119,16 @@ pub struct SeedArgs {
     /// (new orders, status changes, price/cost changes, customer edits, item deletes)
     #[arg(long, value_name = "D", conflicts_with_all = ["truncate", "write_tsv", "bad_rows"])]
     pub simulate_days: Option<u32>,
+    /// How rows reach MySQL: auto = LOAD DATA LOCAL INFILE when the server allows it, else INSERTs
+    #[arg(long, value_enum, default_value_t = LoadMethodArg::Auto)]
+    pub load_method: LoadMethodArg,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LoadMethodArg {
+    Auto,
+    LocalInfile,
+    Insert,
 }
 
 impl SeedArgs {
@@ -160,6 +170,11 @@ impl SeedArgs {
             bad_rows: self.bad_rows,
             expect_file: self.expect_file.clone(),
             simulate_days: self.simulate_days,
+            load_method: match self.load_method {
+                LoadMethodArg::Auto => crate::seed::load::LoadMethod::Auto,
+                LoadMethodArg::LocalInfile => crate::seed::load::LoadMethod::LocalInfile,
+                LoadMethodArg::Insert => crate::seed::load::LoadMethod::Insert,
+            },
             quiet,
         })
     }

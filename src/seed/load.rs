@@ -42,6 +42,19 @@ pub fn load_data_sql(table: &Table) -> String {
 /// them row by row.
 pub const BULK_SESSION: &str = "SET SESSION foreign_key_checks = 0, unique_checks = 0";
 
+/// How rows reach MySQL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadMethod {
+    /// `LOAD DATA LOCAL INFILE` when the server allows it, else INSERTs.
+    Auto,
+    LocalInfile,
+    /// Multi-row parameterized INSERTs (servers with `local_infile` off).
+    Insert,
+}
+
+/// Parameters per multi-row INSERT (MySQL allows 65,535 placeholders).
+const INSERT_PARAMS: usize = 30_000;
+
 /// The sink side: sends each chunk to its table's loader.
 pub struct ChannelSink {
     senders: Vec<mpsc::Sender<Bytes>>,
@@ -65,6 +78,7 @@ impl Sink for ChannelSink {
 pub fn start(
     endpoint: &DbEndpoint,
     timeout: Duration,
+    method: LoadMethod,
     progress: Arc<Progress>,
 ) -> (
     ChannelSink,
@@ -76,7 +90,9 @@ pub fn start(
         let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
         senders.push(tx);
         let endpoint = endpoint.clone();
-        loaders.push(tokio::spawn(load_table(endpoint, timeout, table, rx)));
+        loaders.push(tokio::spawn(load_table(
+            endpoint, timeout, method, table, rx,
+        )));
     }
     (ChannelSink { senders, progress }, loaders)
 }
@@ -84,6 +100,7 @@ pub fn start(
 async fn load_table(
     endpoint: DbEndpoint,
     timeout: Duration,
+    method: LoadMethod,
     table: &'static Table,
     rx: mpsc::Receiver<Bytes>,
 ) -> Result<u64, SeedError> {
@@ -93,6 +110,25 @@ async fn load_table(
         source: Box::new(source),
     };
     conn.query_drop(BULK_SESSION).await.map_err(failed)?;
+    let method = match method {
+        LoadMethod::Auto => {
+            let allowed: Option<i64> = conn
+                .query_first("SELECT @@GLOBAL.local_infile")
+                .await
+                .map_err(failed)?;
+            if allowed == Some(1) {
+                LoadMethod::LocalInfile
+            } else {
+                LoadMethod::Insert
+            }
+        }
+        m => m,
+    };
+    if method == LoadMethod::Insert {
+        let rows = insert_chunks(&mut conn, table, rx).await.map_err(failed)?;
+        drop(conn.disconnect().await);
+        return Ok(rows);
+    }
     // The handler's future must be Sync: it holds only the receiver and
     // builds the stream when the server asks for the file.
     conn.set_infile_handler(async move {
@@ -107,6 +143,62 @@ async fn load_table(
     let rows = conn.affected_rows();
     drop(conn.disconnect().await);
     Ok(rows)
+}
+
+/// The fallback: each TSV chunk becomes parameterized multi-row INSERTs
+/// (values bound as text; MySQL converts them as LOAD DATA would).
+async fn insert_chunks(
+    conn: &mut mysql_async::Conn,
+    table: &Table,
+    mut rx: mpsc::Receiver<Bytes>,
+) -> Result<u64, mysql_async::Error> {
+    let columns: Vec<&str> = table.column_names().collect();
+    let per_statement = (INSERT_PARAMS / columns.len()).max(1);
+    let row_marks = format!("({})", vec!["?"; columns.len()].join(", "));
+    let head = format!(
+        "INSERT INTO {} ({}) VALUES ",
+        quote_ident(Dialect::MySql, table.name),
+        ident_list(Dialect::MySql, &columns)
+    );
+    let mut loaded = 0;
+    while let Some(chunk) = rx.recv().await {
+        let rows: Vec<Vec<mysql_async::Value>> = chunk
+            .split(|b| *b == b'\n')
+            .filter(|line| !line.is_empty())
+            .map(|line| line.split(|b| *b == b'\t').map(tsv_value).collect())
+            .collect();
+        for batch in rows.chunks(per_statement) {
+            let sql = format!("{head}{}", vec![row_marks.as_str(); batch.len()].join(", "));
+            let params: Vec<mysql_async::Value> = batch.iter().flatten().cloned().collect();
+            conn.exec_drop(sql, params).await?;
+            loaded += conn.affected_rows();
+        }
+    }
+    Ok(loaded)
+}
+
+/// One TSV field as the value LOAD DATA would read.
+fn tsv_value(field: &[u8]) -> mysql_async::Value {
+    if field == b"\\N" {
+        return mysql_async::Value::NULL;
+    }
+    let mut out = Vec::with_capacity(field.len());
+    let mut bytes = field.iter();
+    while let Some(&b) = bytes.next() {
+        if b == b'\\' {
+            match bytes.next() {
+                Some(b't') => out.push(b'\t'),
+                Some(b'n') => out.push(b'\n'),
+                Some(b'r') => out.push(b'\r'),
+                Some(b'0') => out.push(0),
+                Some(&other) => out.push(other),
+                None => out.push(b'\\'),
+            }
+        } else {
+            out.push(b);
+        }
+    }
+    mysql_async::Value::Bytes(out)
 }
 
 /// The sink that writes one TSV file per table instead (`--write-tsv`), for
@@ -143,5 +235,23 @@ impl Sink for FileSink {
             self.error = Some(e);
             SinkClosed
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tsv_fields_decode_like_load_data() {
+        assert_eq!(tsv_value(b"\\N"), mysql_async::Value::NULL);
+        assert_eq!(
+            tsv_value(b"a\\tb\\\\c\\nd"),
+            mysql_async::Value::Bytes(b"a\tb\\c\nd".to_vec())
+        );
+        assert_eq!(
+            tsv_value("Дар'я".as_bytes()),
+            mysql_async::Value::Bytes("Дар'я".as_bytes().to_vec())
+        );
     }
 }

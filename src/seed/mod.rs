@@ -97,6 +97,7 @@ pub struct SeedOptions {
     pub expect_file: Option<PathBuf>,
     /// Instead of generating, simulate this many later days of business.
     pub simulate_days: Option<u32>,
+    pub load_method: load::LoadMethod,
     pub quiet: bool,
 }
 
@@ -175,7 +176,12 @@ pub async fn run(settings: &SourceSettings, opts: &SeedOptions) -> Result<SeedRe
         opts.plan.order_items,
         opts.quiet,
     ));
-    let (mut sink, loaders) = load::start(endpoint, settings.connect_timeout, progress.clone());
+    let (mut sink, loaders) = load::start(
+        endpoint,
+        settings.connect_timeout,
+        opts.load_method,
+        progress.clone(),
+    );
     let plan = opts.plan.clone();
     let generated = tokio::task::spawn_blocking(move || {
         let counts = generate::generate(&plan, &mut sink);
