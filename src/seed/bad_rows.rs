@@ -13,7 +13,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::Value;
 
 use super::generate::{table, Counts};
-use super::tsv::{Micros, Tsv};
+use super::tsv::{format_ts as ts, Micros};
 use super::SeedError;
 use crate::quality::{RejectReason, Unresolved};
 
@@ -64,13 +64,6 @@ struct Ids {
 
 const ZERO_DATE: &str = "0000-00-00 00:00:00";
 const FUTURE_DATE: &str = "2099-01-01 12:00:00";
-
-fn ts(micros: Micros) -> String {
-    let mut t = Tsv::default();
-    t.ts(micros);
-    t.end();
-    String::from_utf8_lossy(&t.take()).trim_end().to_string()
-}
 
 pub async fn plant(
     conn: &mut mysql_async::Conn,

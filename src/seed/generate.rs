@@ -162,8 +162,18 @@ pub fn generate(plan: &Plan, sink: &mut dyn Sink) -> Result<Counts, SinkClosed> 
     out.finish()
 }
 
-fn pick<T: Copy>(rng: &mut SmallRng, items: &[T]) -> T {
+pub fn pick<T: Copy>(rng: &mut SmallRng, items: &[T]) -> T {
     items[rng.random_range(0..items.len())]
+}
+
+/// Payment methods in their shares: card 60%, cash 15%, transfer 15%, PayPal 10%.
+pub fn payment_method(rng: &mut SmallRng) -> &'static str {
+    match rng.random_range(0..100) {
+        0..=59 => "card",
+        60..=74 => "cash",
+        75..=89 => "bank_transfer",
+        _ => "paypal",
+    }
 }
 
 /// A random moment within [from, to).
@@ -601,12 +611,6 @@ fn orders(plan: &Plan, reference: &Reference, out: &mut Out) -> Result<(), SinkC
 
             // payments: paid orders pay their total, sometimes in two parts
             if !matches!(status, "new" | "cancelled") {
-                let method = |rng: &mut SmallRng| match rng.random_range(0..100) {
-                    0..=59 => "card",
-                    60..=74 => "cash",
-                    75..=89 => "bank_transfer",
-                    _ => "paypal",
-                };
                 let split = total >= 2 && rng.random_bool(0.15);
                 let first = if split {
                     (total * rng.random_range(30..=70) / 100).clamp(1, total - 1)
@@ -614,7 +618,7 @@ fn orders(plan: &Plan, reference: &Reference, out: &mut Out) -> Result<(), SinkC
                     total
                 };
                 payment_id += 1;
-                let m = method(&mut rng);
+                let m = payment_method(&mut rng);
                 out.row(table::PAYMENTS)
                     .int(payment_id)
                     .int(order_id)
@@ -628,7 +632,7 @@ fn orders(plan: &Plan, reference: &Reference, out: &mut Out) -> Result<(), SinkC
                         + between(&mut rng, 3600, 3 * 86_400) * MICROS_PER_SEC)
                         .min(end - 1);
                     payment_id += 1;
-                    let m = method(&mut rng);
+                    let m = payment_method(&mut rng);
                     out.row(table::PAYMENTS)
                         .int(payment_id)
                         .int(order_id)

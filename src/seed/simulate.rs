@@ -15,8 +15,8 @@ use mysql_async::{Row, TxOpts, Value};
 use rand::rngs::SmallRng;
 use rand::Rng;
 
-use super::generate::{discount_cents, stream};
-use super::tsv::{Micros, Tsv, MICROS_PER_DAY, MICROS_PER_SEC};
+use super::generate::{discount_cents, payment_method, pick, stream};
+use super::tsv::{format_ts as ts, Micros, MICROS_PER_DAY, MICROS_PER_SEC};
 use super::SeedError;
 
 /// What one simulated day did.
@@ -31,13 +31,6 @@ pub struct DayReport {
     pub price_changes: u64,
     pub customer_edits: u64,
     pub deleted_items: u64,
-}
-
-fn ts(micros: Micros) -> String {
-    let mut t = Tsv::default();
-    t.ts(micros);
-    t.end();
-    String::from_utf8_lossy(&t.take()).trim_end().to_string()
 }
 
 fn cents(text: &str) -> i64 {
@@ -188,8 +181,8 @@ async fn simulate_day(conn: &mut mysql_async::Conn, seed: u64) -> Result<DayRepo
             let region = rng.random_range(1..=regions);
             customers.push(vec![
                 Value::from(next_customer),
-                Value::from(*pick(&mut rng, &super::data::FIRST_NAMES)),
-                Value::from(*pick(&mut rng, &super::data::LAST_NAMES)),
+                Value::from(pick(&mut rng, &super::data::FIRST_NAMES)),
+                Value::from(pick(&mut rng, &super::data::LAST_NAMES)),
                 Value::from(format!("customer{next_customer}@ukr.net")),
                 Value::NULL,
                 Value::from(super::data::REGIONS[region as usize - 1].1),
@@ -520,17 +513,8 @@ async fn scalar_tx(tx: &mut mysql_async::Transaction<'_>, sql: &str) -> Result<i
         .unwrap_or(0))
 }
 
-fn pick<'a, T>(rng: &mut SmallRng, items: &'a [T]) -> &'a T {
-    &items[rng.random_range(0..items.len())]
-}
-
 fn payment_row(id: i64, order: i64, rng: &mut SmallRng, total: i64, paid_at: Micros) -> Vec<Value> {
-    let method = match rng.random_range(0..100) {
-        0..=59 => "card",
-        60..=74 => "cash",
-        75..=89 => "bank_transfer",
-        _ => "paypal",
-    };
+    let method = payment_method(rng);
     vec![
         Value::from(id),
         Value::from(order),

@@ -25,6 +25,16 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
+/// `YYYY-MM-DD HH:MM:SS.ffffff` as a string (for bound SQL parameters).
+pub fn format_ts(micros: Micros) -> String {
+    let mut t = Tsv::default();
+    t.ts(micros);
+    t.end();
+    let mut bytes = t.take().to_vec();
+    bytes.pop(); // the row's newline
+    String::from_utf8(bytes).expect("ASCII")
+}
+
 /// A growing TSV buffer for one table.
 #[derive(Default)]
 pub struct Tsv {
