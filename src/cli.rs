@@ -23,6 +23,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Read settings from this file instead of ./.env
     #[arg(long, global = true, value_name = "PATH")]
