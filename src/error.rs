@@ -59,6 +59,9 @@ impl Error {
         match self {
             Error::Config(_) => Some("see .env.example and `salesdwh --help`".into()),
             Error::Seed(e) => e.hint().map(str::to_string),
+            Error::Init(InitError::Drift { .. }) => Some(
+                "init creates missing tables but never alters existing ones: migrate them by hand to match sql/mysql/01_schema.sql and sql/postgres/01_dwh_schema.sql, or recreate them".into(),
+            ),
             Error::SchemaFiles(SchemaFilesError::Stale { .. }) => {
                 Some("run `salesdwh schema generate` and commit the result".into())
             }

@@ -40,6 +40,17 @@ pub enum InitError {
         #[source]
         source: tokio_postgres::Error,
     },
+    #[error("the existing {} tables on {endpoint} differ from the schema model: {}", endpoint.engine.label(), .differences.join("; "))]
+    Drift {
+        endpoint: Box<DbEndpoint>,
+        differences: Vec<String>,
+    },
+    #[error("cannot read the {} catalog on {endpoint}", endpoint.engine.label())]
+    Catalog {
+        endpoint: Box<DbEndpoint>,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("the marts (sql/postgres/03_views_marts.sql) failed on {endpoint}")]
     MartsDdl {
         endpoint: Box<DbEndpoint>,
@@ -95,6 +106,26 @@ async fn probe(settings: &Settings) -> Result<(), InitError> {
     }
 }
 
+fn check_drift(
+    db: &schema::Database,
+    endpoint: &DbEndpoint,
+    live: Vec<(String, String, String)>,
+) -> Result<(), InitError> {
+    let live: Vec<(String, String, bool)> = live
+        .into_iter()
+        .map(|(t, c, nullable)| (t, c, nullable == "YES"))
+        .collect();
+    let differences = schema::drift(db, &live);
+    if differences.is_empty() {
+        Ok(())
+    } else {
+        Err(InitError::Drift {
+            endpoint: Box::new(endpoint.clone()),
+            differences,
+        })
+    }
+}
+
 fn first_line(statement: &str) -> String {
     statement
         .lines()
@@ -142,7 +173,19 @@ async fn init_mysql(settings: &Settings) -> Result<usize, InitError> {
                 source: Box::new(source),
             })?;
     }
+    // CREATE TABLE IF NOT EXISTS leaves an older table as it was: check.
+    let live: Vec<(String, String, String)> = conn
+        .query(
+            "SELECT CAST(table_name AS CHAR), CAST(column_name AS CHAR), CAST(is_nullable AS CHAR)
+             FROM information_schema.columns WHERE table_schema = DATABASE()",
+        )
+        .await
+        .map_err(|source| InitError::Catalog {
+            endpoint: Box::new(endpoint.clone()),
+            source: Box::new(source),
+        })?;
     drop(conn.disconnect().await);
+    check_drift(&OLTP, endpoint, live)?;
     tracing::debug!(endpoint = %endpoint, tables = OLTP.tables.len(), "OLTP schema ready");
     Ok(OLTP.tables.len())
 }
@@ -206,6 +249,19 @@ async fn init_postgres(settings: &Settings) -> Result<i32, InitError> {
             endpoint: Box::new(endpoint.clone()),
             source,
         })?;
+    let live: Vec<(String, String, String)> = tx
+        .query(
+            "SELECT table_name::text, column_name::text, is_nullable::text
+             FROM information_schema.columns WHERE table_schema = $1",
+            &[&DWH.schema.unwrap_or("dwh")],
+        )
+        .await
+        .map_err(ddl_error)?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    // An error here drops the transaction: nothing of this init is kept.
+    check_drift(&DWH, endpoint, live)?;
     tx.commit().await.map_err(ddl_error)?;
     tracing::debug!(endpoint = %endpoint, marts_populated = ?populated, "marts ready");
     tracing::debug!(endpoint = %endpoint, tables = DWH.tables.len(), dim_date_added = added, "warehouse schema ready");

@@ -46,5 +46,35 @@ pub fn generated_files() -> Vec<GeneratedFile> {
     ]
 }
 
+/// How live tables differ from the model: missing tables, missing columns,
+/// other nullability. `live` holds `(table, column, nullable)` as the
+/// catalog reports them. Extra live columns are not drift: users may add
+/// their own.
+pub fn drift(db: &Database, live: &[(String, String, bool)]) -> Vec<String> {
+    let mut out = Vec::new();
+    for table in db.tables {
+        let columns: Vec<&(String, String, bool)> =
+            live.iter().filter(|(t, _, _)| t == table.name).collect();
+        if columns.is_empty() {
+            out.push(format!("table {} is missing", table.name));
+            continue;
+        }
+        for c in table.columns {
+            match columns.iter().find(|(_, name, _)| name == c.name) {
+                None => out.push(format!("{}.{} is missing", table.name, c.name)),
+                Some((_, _, nullable)) if *nullable != c.nullable => out.push(format!(
+                    "{}.{} is {} but the model says {}",
+                    table.name,
+                    c.name,
+                    if *nullable { "NULL" } else { "NOT NULL" },
+                    if c.nullable { "NULL" } else { "NOT NULL" }
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests;

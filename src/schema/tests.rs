@@ -244,3 +244,34 @@ fn generated_files_are_stable_and_distinct() {
         .iter()
         .all(|f| f.contents.ends_with('\n') && !f.contents.ends_with("\n\n")));
 }
+
+#[test]
+fn drift_names_missing_tables_columns_and_nullability() {
+    let mut live: Vec<(String, String, bool)> = OLTP
+        .tables
+        .iter()
+        .flat_map(|t| {
+            t.columns
+                .iter()
+                .map(|c| (t.name.to_string(), c.name.to_string(), c.nullable))
+        })
+        .collect();
+    assert!(drift(&OLTP, &live).is_empty());
+    live.push(("orders".into(), "extra_by_user".into(), true));
+    assert!(drift(&OLTP, &live).is_empty(), "extra columns are allowed");
+    live.retain(|(t, c, _)| !(t == "orders" && c == "completed_at") && t != "payments");
+    for l in live
+        .iter_mut()
+        .filter(|(t, c, _)| t == "customers" && c == "email")
+    {
+        l.2 = false;
+    }
+    assert_eq!(
+        drift(&OLTP, &live),
+        vec![
+            "customers.email is NOT NULL but the model says NULL".to_string(),
+            "orders.completed_at is missing".to_string(),
+            "table payments is missing".to_string(),
+        ]
+    );
+}

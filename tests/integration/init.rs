@@ -197,3 +197,27 @@ async fn bi_reader_can_select_and_do_nothing_else() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn init_refuses_existing_tables_that_differ_from_the_model() {
+    let dbs = TestDbs::create().await;
+    let mut my = dbs.my().await;
+    // An older orders table without completed_at, and a nullable status.
+    my.query_drop(
+        "CREATE TABLE orders (order_id BIGINT PRIMARY KEY, customer_id BIGINT NOT NULL, employee_id INT NULL,
+           region_id INT NOT NULL, order_date DATETIME(6) NOT NULL, status VARCHAR(16) NULL,
+           total_amount DECIMAL(14,2) NOT NULL, updated_at DATETIME(6) NOT NULL)",
+    )
+    .await
+    .unwrap();
+    my.disconnect().await.unwrap();
+    let out = run_expect(dbs.salesdwh().arg("init"), 1);
+    let err = crate::support::stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("orders.completed_at is missing"), "{err}");
+    assert!(
+        err.contains("orders.status is NULL but the model says NOT NULL"),
+        "{err}"
+    );
+    assert!(err.contains("migrate them by hand"), "{err}");
+}
