@@ -106,16 +106,38 @@ async fn probe(settings: &Settings) -> Result<(), InitError> {
     }
 }
 
+/// `(table, column, is_nullable)` of the warehouse schema's live tables.
+async fn pg_columns(
+    client: &impl tokio_postgres::GenericClient,
+) -> Result<Vec<(String, String, String)>, tokio_postgres::Error> {
+    Ok(client
+        .query(
+            "SELECT table_name::text, column_name::text, is_nullable::text
+             FROM information_schema.columns WHERE table_schema = $1",
+            &[&DWH.schema.unwrap_or("dwh")],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
+}
+
+/// Fails naming every difference between live tables and the model;
+/// `existing_only` ignores tables that do not exist yet.
 fn check_drift(
     db: &schema::Database,
     endpoint: &DbEndpoint,
     live: Vec<(String, String, String)>,
+    existing_only: bool,
 ) -> Result<(), InitError> {
     let live: Vec<(String, String, bool)> = live
         .into_iter()
         .map(|(t, c, nullable)| (t, c, nullable == "YES"))
         .collect();
-    let differences = schema::drift(db, &live);
+    let mut differences = schema::drift(db, &live);
+    if existing_only {
+        differences.retain(|d| !d.starts_with("table "));
+    }
     if differences.is_empty() {
         Ok(())
     } else {
@@ -185,7 +207,7 @@ async fn init_mysql(settings: &Settings) -> Result<usize, InitError> {
             source: Box::new(source),
         })?;
     drop(conn.disconnect().await);
-    check_drift(&OLTP, endpoint, live)?;
+    check_drift(&OLTP, endpoint, live, false)?;
     tracing::debug!(endpoint = %endpoint, tables = OLTP.tables.len(), "OLTP schema ready");
     Ok(OLTP.tables.len())
 }
@@ -224,6 +246,11 @@ async fn init_postgres(settings: &Settings) -> Result<i32, InitError> {
         endpoint: Box::new(endpoint.clone()),
         source,
     };
+    // Tables that exist already must match before any DDL runs (the DDL
+    // would fail on them with a less helpful message); missing ones are
+    // created below.
+    let live = pg_columns(&client).await.map_err(ddl_error)?;
+    check_drift(&DWH, endpoint, live, true)?;
     // One transaction: a failure anywhere leaves the warehouse as it was.
     let tx = client.transaction().await.map_err(ddl_error)?;
     tx.batch_execute(&schema::postgres::render(&DWH))
@@ -249,19 +276,9 @@ async fn init_postgres(settings: &Settings) -> Result<i32, InitError> {
             endpoint: Box::new(endpoint.clone()),
             source,
         })?;
-    let live: Vec<(String, String, String)> = tx
-        .query(
-            "SELECT table_name::text, column_name::text, is_nullable::text
-             FROM information_schema.columns WHERE table_schema = $1",
-            &[&DWH.schema.unwrap_or("dwh")],
-        )
-        .await
-        .map_err(ddl_error)?
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
+    let live = pg_columns(&tx).await.map_err(ddl_error)?;
     // An error here drops the transaction: nothing of this init is kept.
-    check_drift(&DWH, endpoint, live)?;
+    check_drift(&DWH, endpoint, live, false)?;
     tx.commit().await.map_err(ddl_error)?;
     tracing::debug!(endpoint = %endpoint, marts_populated = ?populated, "marts ready");
     tracing::debug!(endpoint = %endpoint, tables = DWH.tables.len(), dim_date_added = added, "warehouse schema ready");

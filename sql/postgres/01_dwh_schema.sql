@@ -142,6 +142,8 @@ CREATE TABLE IF NOT EXISTS "dwh"."fact_sales" (
     "region_key" integer NOT NULL,
     "category_key" integer NOT NULL,
     "order_status" varchar(16) NOT NULL,
+    "ordered_at" timestamptz NOT NULL,
+    "completed_at" timestamptz NULL,
     "quantity" integer NOT NULL,
     "unit_price" numeric(12,2) NOT NULL,
     "revenue" numeric(14,2) NOT NULL,
@@ -163,6 +165,10 @@ COMMENT ON TABLE "dwh"."fact_sales" IS 'One row per order item. revenue = quanti
 COMMENT ON COLUMN "dwh"."fact_sales"."order_item_id" IS 'natural key from order_items';
 
 COMMENT ON COLUMN "dwh"."fact_sales"."date_key" IS 'YYYYMMDD of orders.order_date (UTC)';
+
+COMMENT ON COLUMN "dwh"."fact_sales"."ordered_at" IS 'orders.order_date (UTC)';
+
+COMMENT ON COLUMN "dwh"."fact_sales"."completed_at" IS 'orders.completed_at (UTC); NULL until the order is delivered';
 
 COMMENT ON COLUMN "dwh"."fact_sales"."loaded_at" IS 'when the row was last written by salesdwh';
 

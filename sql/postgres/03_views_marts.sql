@@ -266,21 +266,18 @@ COMMENT ON MATERIALIZED VIEW mart.average_check IS
 --   top_category        = category with the most revenue that month; ties
 --                         go to the lowest category name, then the lowest
 --                         category_key
---   median_hours_to_completion: NULL. It needs the order's timestamp and its
---                         completion timestamp, and the warehouse keeps
---                         neither (fact_sales has only the order's day,
---                         date_key, and no completed_at). Filled once
---                         fact_sales (or an order-level fact) carries
---                         ordered_at and completed_at: then the median
---                         (percentile_cont(0.5)) of completed_at - ordered_at
---                         in hours over the month's completed valid orders.
+--   median_hours_to_completion = median (percentile_cont(0.5), interpolated)
+--                         of completed_at - ordered_at in hours over the
+--                         month's valid orders that are completed, rounded
+--                         to 2 decimals; NULL when none is completed yet
 -- ---------------------------------------------------------------------------
-SELECT pg_temp.drop_stale_matview('customer_report', 1);
+SELECT pg_temp.drop_stale_matview('customer_report', 2);
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS mart.customer_report AS
 WITH by_order AS (
     SELECT f.customer_key, f.order_id, f.date_key,
-           sum(f.revenue) AS revenue
+           sum(f.revenue) AS revenue,
+           extract(epoch FROM max(f.completed_at) - min(f.ordered_at)) / 3600 AS hours_to_completion
     FROM dwh.fact_sales f
     WHERE f.order_status NOT IN ('cancelled', 'returned')
     GROUP BY f.customer_key, f.order_id, f.date_key
@@ -289,7 +286,10 @@ by_month AS (
     SELECT o.customer_key,
            date_trunc('month', d.full_date::timestamp)::date AS month,
            sum(o.revenue) AS spend,
-           count(*)       AS orders
+           count(*)       AS orders,
+           -- NULL hours (orders not completed) are ignored by percentile_cont.
+           round((percentile_cont(0.5) WITHIN GROUP (ORDER BY o.hours_to_completion))::numeric, 2)
+                          AS median_hours_to_completion
     FROM by_order o
     JOIN dwh.dim_date d ON d.date_key = o.date_key
     GROUP BY o.customer_key, date_trunc('month', d.full_date::timestamp)::date
@@ -323,7 +323,7 @@ SELECT m.customer_key,
        m.spend,
        m.orders,
        round(m.spend / m.orders, 2) AS average_order_price,
-       NULL::numeric                AS median_hours_to_completion,
+       m.median_hours_to_completion,
        t.category_name              AS top_category
 FROM by_month m
 JOIN dwh.dim_customer cu ON cu.customer_key = m.customer_key
@@ -334,7 +334,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS ux_customer_report_grain
     ON mart.customer_report (customer_key, month);
 
 COMMENT ON MATERIALIZED VIEW mart.customer_report IS
-    'Per customer x month with valid orders: spend, orders, average_order_price = round(spend / orders, 2), top_category (most revenue; ties to the lowest name). median_hours_to_completion is NULL: the warehouse keeps no order timestamp nor completed_at. [rev 1]';
+    'Per customer x month with valid orders: spend, orders, average_order_price = round(spend / orders, 2), top_category (most revenue; ties to the lowest name), median_hours_to_completion (median of completed_at - ordered_at in hours over completed valid orders). [rev 2]';
 
 -- ---------------------------------------------------------------------------
 -- customer_metrics: customer value, all time.

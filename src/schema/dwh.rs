@@ -213,6 +213,10 @@ pub const FACT_SALES: Table = Table {
         col("region_key", Int),
         col("category_key", Int),
         col("order_status", Varchar(16)),
+        col("ordered_at", Timestamp).note("orders.order_date (UTC)"),
+        col("completed_at", Timestamp)
+            .null()
+            .note("orders.completed_at (UTC); NULL until the order is delivered"),
         col("quantity", Int),
         col("unit_price", Decimal(12, 2)),
         col("revenue", Decimal(14, 2)),

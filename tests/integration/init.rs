@@ -104,7 +104,7 @@ async fn init_twice_creates_the_databases_and_leaves_identical_catalogs() {
     );
     assert!(
         pg1.iter()
-            .any(|l| l.starts_with("dwh|fact_sales|15|margin|numeric|14|2|NO")),
+            .any(|l| l.starts_with("dwh|fact_sales|17|margin|numeric|14|2|NO")),
         "{pg1:#?}"
     );
     assert!(
@@ -220,4 +220,43 @@ async fn init_refuses_existing_tables_that_differ_from_the_model() {
         "{err}"
     );
     assert!(err.contains("migrate them by hand"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn init_names_warehouse_drift_before_running_any_ddl() {
+    let dbs = TestDbs::names();
+    run_expect(
+        dbs.salesdwh().args([
+            "init",
+            "--dim-date-from",
+            "2024-01-01",
+            "--dim-date-to",
+            "2024-01-02",
+        ]),
+        0,
+    );
+    // A warehouse from an older model: fact_sales without completed_at.
+    let pg = dbs.pg().await;
+    pg.batch_execute(
+        "DROP SCHEMA mart CASCADE; ALTER TABLE dwh.fact_sales DROP COLUMN completed_at",
+    )
+    .await
+    .unwrap();
+    let out = run_expect(dbs.salesdwh().arg("init"), 1);
+    let err = crate::support::stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("differ from the schema model: fact_sales.completed_at is missing"),
+        "{err}"
+    );
+    // Nothing was changed: the mart schema is still gone.
+    let marts: i64 = pg
+        .query_one(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'mart'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(marts, 0);
 }

@@ -80,22 +80,23 @@ INSERT INTO dwh.dim_customer (customer_key, customer_id, full_name, email, phone
     (1005, 1005, 'Eve E', NULL, NULL, NULL, 10, 'retail', '2023-01-01 00:00:00+00');
 INSERT INTO dwh.fact_sales (order_item_id, order_id, date_key, product_key, customer_key,
                             employee_key, region_key, category_key, order_status, quantity,
-                            unit_price, revenue, discount_amount, cost, margin) VALUES
-    ( 1,  1, 20240110, 101, 1001,  1, 10, 1, 'delivered', 1, 3000.00, 3000.00,   0.00, 2500.00,  500.00),
-    ( 2,  1, 20240110, 103, 1001,  1, 10, 3, 'delivered', 2,  100.00,  200.00,   0.00,  120.00,   80.00),
-    ( 3,  2, 20240305, 102, 1001, -1, 10, 2, 'paid',      2,  900.00, 1800.00,   0.00, 1400.00,  400.00),
-    ( 4,  3, 20240320, 101, 1001,  1, 10, 1, 'cancelled', 1, 3000.00, 3000.00,   0.00, 2500.00,  500.00),
-    ( 5,  4, 20240110, 103, 1002,  2, 20, 3, 'shipped',   5,  100.00,  500.00,   0.00,  300.00,  200.00),
-    ( 6,  4, 20240110, 102, 1002,  2, 20, 2, 'shipped',   1,  500.00,  500.00,   0.00,  700.00, -200.00),
-    ( 7,  5, 20240402, 101, 1002,  2, 20, 1, 'returned',  1, 3000.00, 3000.00,   0.00, 2500.00,  500.00),
-    ( 8,  6, 20240305, 102, 1003,  1, 20, 2, 'new',       1, 1111.10,  999.99, 111.11,  700.00,  299.99),
-    ( 9,  7, 20240115, 105, 1004,  2, 20, 2, 'cancelled', 3,  400.00, 1200.00,   0.00,  900.00,  300.00),
-    (10,  8, 20240120, 103, 1005, -1, 10, 3, 'delivered', 9,  100.00,  900.00,   0.00,  540.00,  360.00),
-    (15,  8, 20240120, 103, 1005, -1, 10, 3, 'delivered', 2,   50.00,  100.00,   0.00,  120.00,  -20.00),
-    (11,  9, 20240305, 101, 1005,  1, 10, 1, 'delivered', 1, 2499.99, 2499.99,   0.00, 2500.00,   -0.01),
-    (14,  9, 20240305, 102, 1005,  1, 10, 2, 'delivered', 1,  500.00,  500.00,   0.00,  700.00, -200.00),
-    (12, 10, 20240402, 103, 1005,  2, 20, 3, 'delivered', 6,  100.00,  600.00,   0.00,  360.00,  240.00),
-    (13, 11, 20240420, 102, 1005,  2, 20, 2, 'delivered', 1,  400.00,  400.00,   0.00,  700.00, -300.00);
+                            unit_price, revenue, discount_amount, cost, margin, ordered_at,
+                            completed_at) VALUES
+    ( 1,  1, 20240110, 101, 1001,  1, 10, 1, 'delivered', 1, 3000.00, 3000.00,   0.00, 2500.00,  500.00, '2024-01-10 10:00:00+00', timestamptz '2024-01-10 10:00:00+00' + interval '48 hours'),
+    ( 2,  1, 20240110, 103, 1001,  1, 10, 3, 'delivered', 2,  100.00,  200.00,   0.00,  120.00,   80.00, '2024-01-10 10:00:00+00', timestamptz '2024-01-10 10:00:00+00' + interval '48 hours'),
+    ( 3,  2, 20240305, 102, 1001, -1, 10, 2, 'paid',      2,  900.00, 1800.00,   0.00, 1400.00,  400.00, '2024-03-05 10:00:00+00', NULL),
+    ( 4,  3, 20240320, 101, 1001,  1, 10, 1, 'cancelled', 1, 3000.00, 3000.00,   0.00, 2500.00,  500.00, '2024-03-20 10:00:00+00', NULL),
+    ( 5,  4, 20240110, 103, 1002,  2, 20, 3, 'shipped',   5,  100.00,  500.00,   0.00,  300.00,  200.00, '2024-01-10 10:00:00+00', NULL),
+    ( 6,  4, 20240110, 102, 1002,  2, 20, 2, 'shipped',   1,  500.00,  500.00,   0.00,  700.00, -200.00, '2024-01-10 10:00:00+00', NULL),
+    ( 7,  5, 20240402, 101, 1002,  2, 20, 1, 'returned',  1, 3000.00, 3000.00,   0.00, 2500.00,  500.00, '2024-04-02 10:00:00+00', timestamptz '2024-04-02 10:00:00+00' + interval '10 hours'),
+    ( 8,  6, 20240305, 102, 1003,  1, 20, 2, 'new',       1, 1111.10,  999.99, 111.11,  700.00,  299.99, '2024-03-05 10:00:00+00', NULL),
+    ( 9,  7, 20240115, 105, 1004,  2, 20, 2, 'cancelled', 3,  400.00, 1200.00,   0.00,  900.00,  300.00, '2024-01-15 10:00:00+00', NULL),
+    (10,  8, 20240120, 103, 1005, -1, 10, 3, 'delivered', 9,  100.00,  900.00,   0.00,  540.00,  360.00, '2024-01-20 10:00:00+00', timestamptz '2024-01-20 10:00:00+00' + interval '30 hours'),
+    (15,  8, 20240120, 103, 1005, -1, 10, 3, 'delivered', 2,   50.00,  100.00,   0.00,  120.00,  -20.00, '2024-01-20 10:00:00+00', timestamptz '2024-01-20 10:00:00+00' + interval '30 hours'),
+    (11,  9, 20240305, 101, 1005,  1, 10, 1, 'delivered', 1, 2499.99, 2499.99,   0.00, 2500.00,   -0.01, '2024-03-05 10:00:00+00', timestamptz '2024-03-05 10:00:00+00' + interval '72 hours'),
+    (14,  9, 20240305, 102, 1005,  1, 10, 2, 'delivered', 1,  500.00,  500.00,   0.00,  700.00, -200.00, '2024-03-05 10:00:00+00', timestamptz '2024-03-05 10:00:00+00' + interval '72 hours'),
+    (12, 10, 20240402, 103, 1005,  2, 20, 3, 'delivered', 6,  100.00,  600.00,   0.00,  360.00,  240.00, '2024-04-02 10:00:00+00', timestamptz '2024-04-02 10:00:00+00' + interval '24 hours'),
+    (13, 11, 20240420, 102, 1005,  2, 20, 2, 'delivered', 1,  400.00,  400.00,   0.00,  700.00, -300.00, '2024-04-20 10:00:00+00', timestamptz '2024-04-20 10:00:00+00' + interval '36 hours');
 INSERT INTO dwh.fact_payments (payment_id, order_id, date_key, customer_key, method, amount) VALUES
     (1, 1, 20240110, 1001, 'card', 3200.00),
     (2, 4, 20240111, 1002, 'cash', 1000.00);
@@ -309,6 +310,9 @@ async fn customer_report_metrics_and_retention() {
     // Bob's January: Audio 500.00 = Phones 500.00, the lower name wins
     // (although Audio has the higher category_key). Eve's April: two orders.
     // Dave (only cancelled) has no row; Alice's cancelled March order is out.
+    // Median hours to completion, by hand: Alice January 48 (one order);
+    // Eve January 30, March 72, April median(24, 36) = 30; orders not yet
+    // completed give NULL; Bob's returned order (10 h) counts nowhere.
     assert_eq!(
         rows(
             &pg,
@@ -318,13 +322,13 @@ async fn customer_report_metrics_and_retention() {
         )
         .await,
         [
-            "1001|Alice A|2024-01-01|3200.00|1|3200.00|NULL|Laptops",
+            "1001|Alice A|2024-01-01|3200.00|1|3200.00|48.00|Laptops",
             "1001|Alice A|2024-03-01|1800.00|1|1800.00|NULL|Phones",
             "1002|Bob B|2024-01-01|1000.00|1|1000.00|NULL|Audio",
             "1003|Carol C|2024-03-01|999.99|1|999.99|NULL|Phones",
-            "1005|Eve E|2024-01-01|1000.00|1|1000.00|NULL|Audio",
-            "1005|Eve E|2024-03-01|2999.99|1|2999.99|NULL|Laptops",
-            "1005|Eve E|2024-04-01|1000.00|2|500.00|NULL|Audio",
+            "1005|Eve E|2024-01-01|1000.00|1|1000.00|30.00|Audio",
+            "1005|Eve E|2024-03-01|2999.99|1|2999.99|72.00|Laptops",
+            "1005|Eve E|2024-04-01|1000.00|2|500.00|30.00|Audio",
         ]
     );
 
@@ -629,8 +633,9 @@ async fn refresh_goes_in_dependency_order_and_works_in_a_transaction() {
     tx.batch_execute(
         "INSERT INTO dwh.fact_sales (order_item_id, order_id, date_key, product_key, customer_key,
              employee_key, region_key, category_key, order_status, quantity, unit_price, revenue,
-             discount_amount, cost, margin)
-         VALUES (16, 12, 20240210, 104, 1004, -1, 20, 3, 'paid', 4, 5.00, 20.00, 0.00, 8.00, 12.00)",
+             discount_amount, cost, margin, ordered_at)
+         VALUES (16, 12, 20240210, 104, 1004, -1, 20, 3, 'paid', 4, 5.00, 20.00, 0.00, 8.00, 12.00,
+                 '2024-02-10 10:00:00+00')",
     )
     .await
     .unwrap();
