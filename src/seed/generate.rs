@@ -617,30 +617,24 @@ fn orders(plan: &Plan, reference: &Reference, out: &mut Out) -> Result<(), SinkC
                 } else {
                     total
                 };
-                payment_id += 1;
-                let m = payment_method(&mut rng);
-                out.row(table::PAYMENTS)
-                    .int(payment_id)
-                    .int(order_id)
-                    .text(m)
-                    .money(first)
-                    .ts(paid_at)
-                    .ts(paid_at);
-                out.end(table::PAYMENTS)?;
+                // A payment's updated_at is its paid_at.
+                let mut pay = |out: &mut Out, rng: &mut SmallRng, amount: i64, at: Micros| {
+                    payment_id += 1;
+                    out.row(table::PAYMENTS)
+                        .int(payment_id)
+                        .int(order_id)
+                        .text(payment_method(rng))
+                        .money(amount)
+                        .ts(at)
+                        .ts(at);
+                    out.end(table::PAYMENTS)
+                };
+                pay(out, &mut rng, first, paid_at)?;
                 if split {
                     let second_at = (paid_at
                         + between(&mut rng, 3600, 3 * 86_400) * MICROS_PER_SEC)
                         .min(end - 1);
-                    payment_id += 1;
-                    let m = payment_method(&mut rng);
-                    out.row(table::PAYMENTS)
-                        .int(payment_id)
-                        .int(order_id)
-                        .text(m)
-                        .money(total - first)
-                        .ts(second_at)
-                        .ts(second_at);
-                    out.end(table::PAYMENTS)?;
+                    pay(out, &mut rng, total - first, second_at)?;
                 }
             }
         }

@@ -9,18 +9,7 @@ const END: &str = "2026-09-30";
 
 /// Creates the OLTP tables (and the warehouse) in fresh databases.
 fn initialised() -> TestDbs {
-    let dbs = TestDbs::names();
-    run_expect(
-        dbs.salesdwh().args([
-            "init",
-            "--dim-date-from",
-            "2026-01-01",
-            "--dim-date-to",
-            "2026-01-02",
-        ]),
-        0,
-    );
-    dbs
+    TestDbs::initialised("2026-01-01", "2026-01-02")
 }
 
 fn seed(dbs: &TestDbs, items: &str, seed: &str, extra: &[&str]) -> String {

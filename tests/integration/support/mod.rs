@@ -129,6 +129,17 @@ impl TestDbs {
             .expect("PostgreSQL test database")
     }
 
+    /// Fresh databases after `salesdwh init` with dim_date from..to.
+    pub fn initialised(from: &str, to: &str) -> Self {
+        let dbs = Self::names();
+        run_expect(
+            dbs.salesdwh()
+                .args(["init", "--dim-date-from", from, "--dim-date-to", to]),
+            0,
+        );
+        dbs
+    }
+
     /// `salesdwh` with only PATH and this test's URLs in its environment.
     pub fn salesdwh(&self) -> Command {
         let mut cmd = bare_salesdwh(self.workdir.path().to_path_buf());
@@ -216,4 +227,16 @@ pub fn dbml2sql() -> PathBuf {
         "dbml2sql not found: run scripts/test.sh (it installs @dbml/cli) or set DBML2SQL"
     );
     cached
+}
+
+/// Each statement must fail for lack of privilege (SQLSTATE 42501).
+pub async fn assert_forbidden(pg: &tokio_postgres::Client, statements: &[&str]) {
+    for statement in statements {
+        let err = pg.batch_execute(statement).await.expect_err(statement);
+        assert_eq!(
+            err.code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{statement}: {err:?}"
+        );
+    }
 }
