@@ -56,6 +56,75 @@ pub enum Command {
     Init(InitArgs),
     /// Fill the MySQL OLTP with realistic synthetic data (deterministic by --seed)
     Seed(SeedArgs),
+    /// One-shot historical load of the whole source into the warehouse (resumable)
+    Backfill(BackfillArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackfillArgs {
+    /// Concurrent extract and load workers [env: WORKERS] [default: 2]
+    #[arg(long, value_name = "N")]
+    pub workers: Option<String>,
+    /// Order items per chunk (one transaction each) [env: BATCH_ROWS] [default: 50000]
+    #[arg(long, value_name = "N")]
+    pub batch_rows: Option<String>,
+    /// Only orders dated on or after this day (UTC); leaves the fact watermarks alone
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub from: Option<String>,
+    /// Only orders dated on or before this day (UTC)
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub to: Option<String>,
+    /// Empty the facts, rejects, watermarks and any unfinished backfill first (dimensions are upserted)
+    #[arg(long)]
+    pub truncate: bool,
+    /// Do not refresh the marts at the end
+    #[arg(long)]
+    pub no_refresh_marts: bool,
+}
+
+impl BackfillArgs {
+    pub fn options(
+        &self,
+        settings: &crate::config::Settings,
+        quiet: bool,
+    ) -> Result<crate::pipeline::backfill::BackfillOptions, crate::config::ConfigError> {
+        let date = |flag: &'static str, v: &Option<String>| {
+            v.as_deref()
+                .map(|s| {
+                    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| {
+                        crate::config::ConfigError::Invalid {
+                            name: flag,
+                            reason: format!("'{s}' is not a date like 2026-09-30"),
+                        }
+                    })
+                })
+                .transpose()
+        };
+        let from = date("--from", &self.from)?;
+        let to = date("--to", &self.to)?;
+        let window = match (from, to) {
+            (None, None) => None,
+            (a, b) => {
+                let a = a.unwrap_or(chrono::NaiveDate::from_ymd_opt(1, 1, 1).expect("valid"));
+                let b = b.unwrap_or(chrono::NaiveDate::from_ymd_opt(9999, 12, 31).expect("valid"));
+                if b < a {
+                    return Err(crate::config::ConfigError::Invalid {
+                        name: "--to",
+                        reason: "it is before --from".into(),
+                    });
+                }
+                Some((a, b))
+            }
+        };
+        Ok(crate::pipeline::backfill::BackfillOptions {
+            workers: settings.workers,
+            batch_rows: settings.batch_rows,
+            window,
+            truncate: self.truncate,
+            refresh_marts: !self.no_refresh_marts,
+            quiet,
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -196,6 +265,10 @@ impl Cli {
         if let Command::Init(args) = &self.command {
             raw.dim_date_from = args.dim_date_from.clone();
             raw.dim_date_to = args.dim_date_to.clone();
+        }
+        if let Command::Backfill(args) = &self.command {
+            raw.workers = args.workers.clone();
+            raw.batch_rows = args.batch_rows.clone();
         }
         raw
     }

@@ -178,6 +178,9 @@ pub struct RawConfig {
     pub pg_pool_size: Option<String>,
     pub dim_date_from: Option<String>,
     pub dim_date_to: Option<String>,
+    pub workers: Option<String>,
+    pub batch_rows: Option<String>,
+    pub lookback_secs: Option<String>,
 }
 
 /// Loads `.env` into the process environment (without overriding it).
@@ -208,6 +211,12 @@ pub struct Settings {
     pub pg_pool_size: u32,
     pub dim_date_from: NaiveDate,
     pub dim_date_to: NaiveDate,
+    /// Concurrent extract/load workers.
+    pub workers: usize,
+    /// Source rows per batch (order items per fact chunk).
+    pub batch_rows: u64,
+    /// Incremental runs re-read this far behind the watermark.
+    pub lookback_secs: u64,
 }
 
 impl Settings {
@@ -259,6 +268,19 @@ impl Settings {
             "DIM_DATE_TO",
             "2035-12-31",
         )?;
+        let workers: usize = number(pick(&raw.workers, "WORKERS"), "WORKERS", 2, 1..=32)?;
+        let batch_rows: u64 = number(
+            pick(&raw.batch_rows, "BATCH_ROWS"),
+            "BATCH_ROWS",
+            50_000,
+            100..=10_000_000,
+        )?;
+        let lookback_secs: u64 = number(
+            pick(&raw.lookback_secs, "LOOKBACK_SECS"),
+            "LOOKBACK_SECS",
+            600,
+            0..=30 * 86_400,
+        )?;
         if dim_date_to < dim_date_from {
             return Err(ConfigError::Invalid {
                 name: "DIM_DATE_TO",
@@ -272,6 +294,9 @@ impl Settings {
             pg_pool_size,
             dim_date_from,
             dim_date_to,
+            workers,
+            batch_rows,
+            lookback_secs,
         })
     }
 

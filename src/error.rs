@@ -4,6 +4,7 @@
 use crate::config::ConfigError;
 use crate::connect::ConnectError;
 use crate::init::InitError;
+use crate::pipeline::PipelineError;
 use crate::schema::files::SchemaFilesError;
 use crate::seed::SeedError;
 
@@ -19,6 +20,8 @@ pub enum Error {
     SchemaFiles(#[from] SchemaFilesError),
     #[error(transparent)]
     Seed(#[from] SeedError),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
 }
@@ -29,6 +32,7 @@ impl Error {
         match self {
             Error::Config(_) => 2,
             Error::Seed(e) if e.is_usage() => 2,
+            Error::Pipeline(e) if e.is_usage() => 2,
             _ => 1,
         }
     }
@@ -37,7 +41,11 @@ impl Error {
         match self {
             Error::Connect(e)
             | Error::Init(InitError::Connect(e))
-            | Error::Seed(SeedError::Connect(e)) => Some(e),
+            | Error::Seed(SeedError::Connect(e))
+            | Error::Pipeline(PipelineError::Connect(e))
+            | Error::Pipeline(PipelineError::Extract(crate::extract::ExtractError::Connect(e))) => {
+                Some(e)
+            }
             _ => None,
         }
     }
@@ -59,6 +67,7 @@ impl Error {
         match self {
             Error::Config(_) => Some("see .env.example and `salesdwh --help`".into()),
             Error::Seed(e) => e.hint().map(str::to_string),
+            Error::Pipeline(e) => e.hint().map(str::to_string),
             Error::Init(InitError::Drift { .. }) => Some(
                 "init creates missing tables but never alters existing ones: migrate them by hand to match sql/mysql/01_schema.sql and sql/postgres/01_dwh_schema.sql, or recreate them".into(),
             ),

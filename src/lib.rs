@@ -7,12 +7,18 @@ pub mod cli;
 pub mod config;
 pub mod connect;
 pub mod error;
+pub mod extract;
 pub mod init;
+pub mod load;
 pub mod marts;
+pub mod pipeline;
 pub mod progress;
 pub mod quality;
 pub mod schema;
 pub mod seed;
+pub mod state;
+pub mod summary;
+pub mod transform;
 
 pub use error::Error;
 
@@ -38,6 +44,16 @@ pub fn run(cli: Cli) -> Result<(), (Error, Vec<String>)> {
                 .map_err(|e| (e.into(), Vec::new()))?;
             runtime()
                 .and_then(|rt| rt.block_on(seed_command(&settings, &options)))
+                .map_err(|e| (e, secrets))
+        }
+        Command::Backfill(args) => {
+            let settings = resolve(&raw).map_err(|e| (e, config::raw_secrets(&raw, &env)))?;
+            let secrets = settings.secrets();
+            let options = args
+                .options(&settings, cli.global.quiet)
+                .map_err(|e| (e.into(), Vec::new()))?;
+            runtime()
+                .and_then(|rt| rt.block_on(backfill_command(&settings, &options)))
                 .map_err(|e| (e, secrets))
         }
         Command::Init(_) => {
@@ -141,7 +157,7 @@ async fn seed_command(settings: &SourceSettings, options: &seed::SeedOptions) ->
             expected.unresolved.len(),
             expected.loading_payments.len()
         );
-        for (reason, n) in expected.counts() {
+        for (reason, n) in expected.counts().into_iter().filter(|(_, n)| *n > 0) {
             println!(
                 "seed:   expect reject {:<22} {n:>4}  ({})",
                 reason.code(),
@@ -152,6 +168,15 @@ async fn seed_command(settings: &SourceSettings, options: &seed::SeedOptions) ->
             println!("seed: expected rejects written to {}", path.display());
         }
     }
+    Ok(())
+}
+
+async fn backfill_command(
+    settings: &Settings,
+    options: &pipeline::backfill::BackfillOptions,
+) -> Result<(), Error> {
+    let report = pipeline::backfill::run(settings, options).await?;
+    print!("{}", summary::backfill(&report, settings));
     Ok(())
 }
 

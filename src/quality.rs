@@ -26,6 +26,8 @@ pub enum RejectReason {
     OrderBadDate,
     /// the item's order_date is more than one day in the future
     OrderFutureDate,
+    /// revenue or cost does not fit the warehouse's NUMERIC(14,2)
+    ItemAmountOutOfRange,
     /// payments.amount <= 0
     PaymentBadAmount,
     /// payments.method outside the known set
@@ -37,7 +39,7 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 12] = [
+    pub const ALL: [RejectReason; 13] = [
         RejectReason::ItemBadQuantity,
         RejectReason::ItemBadUnitPrice,
         RejectReason::ItemBadDiscount,
@@ -46,6 +48,7 @@ impl RejectReason {
         RejectReason::OrderBadStatus,
         RejectReason::OrderBadDate,
         RejectReason::OrderFutureDate,
+        RejectReason::ItemAmountOutOfRange,
         RejectReason::PaymentBadAmount,
         RejectReason::PaymentBadMethod,
         RejectReason::PaymentMissingOrder,
@@ -63,6 +66,7 @@ impl RejectReason {
             RejectReason::OrderBadStatus => "order_bad_status",
             RejectReason::OrderBadDate => "order_bad_date",
             RejectReason::OrderFutureDate => "order_future_date",
+            RejectReason::ItemAmountOutOfRange => "item_amount_out_of_range",
             RejectReason::PaymentBadAmount => "payment_bad_amount",
             RejectReason::PaymentBadMethod => "payment_bad_method",
             RejectReason::PaymentMissingOrder => "payment_missing_order",

@@ -260,6 +260,50 @@ COMMENT ON COLUMN "dwh"."etl_rejects"."resolved_run" IS 'run that loaded the row
 
 CREATE INDEX IF NOT EXISTS "ix_etl_rejects_reason" ON "dwh"."etl_rejects" ("reason");
 
+CREATE TABLE IF NOT EXISTS "dwh"."backfill_state" (
+    "backfill_id" smallint NOT NULL,
+    "first_run" bigint NOT NULL,
+    "plan" jsonb NOT NULL,
+    "watermarks" jsonb NOT NULL,
+    "indexes_dropped" boolean NOT NULL,
+    "started_at" timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT "pk_backfill_state" PRIMARY KEY ("backfill_id"),
+    CONSTRAINT "ck_backfill_state_single" CHECK (backfill_id = 1)
+);
+
+COMMENT ON TABLE "dwh"."backfill_state" IS 'The unfinished backfill, if any: its plan and the source snapshot point of its first attempt. Deleted when the backfill completes.';
+
+COMMENT ON COLUMN "dwh"."backfill_state"."backfill_id" IS 'always 1: one backfill at a time';
+
+COMMENT ON COLUMN "dwh"."backfill_state"."first_run" IS 'etl_runs.run_id of the first attempt';
+
+COMMENT ON COLUMN "dwh"."backfill_state"."plan" IS 'order_id chunking and --from/--to window; a resume must use the same';
+
+COMMENT ON COLUMN "dwh"."backfill_state"."watermarks" IS 'per source table (updated_at, pk) at the first attempt''s snapshot';
+
+COMMENT ON COLUMN "dwh"."backfill_state"."indexes_dropped" IS 'fact PK, FK constraints and indexes were dropped for the bulk load and must be rebuilt';
+
+CREATE TABLE IF NOT EXISTS "dwh"."backfill_chunks" (
+    "chunk_lo" bigint NOT NULL,
+    "chunk_hi" bigint NOT NULL,
+    "run_id" bigint NOT NULL,
+    "stats" jsonb NOT NULL,
+    "loaded_at" timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT "pk_backfill_chunks" PRIMARY KEY ("chunk_lo")
+);
+
+COMMENT ON TABLE "dwh"."backfill_chunks" IS 'Order-id ranges the unfinished backfill has committed; each is written in the same transaction as its facts, so a rerun skips exactly these.';
+
+COMMENT ON COLUMN "dwh"."backfill_chunks"."chunk_lo" IS 'first order_id of the range';
+
+COMMENT ON COLUMN "dwh"."backfill_chunks"."chunk_hi" IS 'order_id after the range';
+
+COMMENT ON COLUMN "dwh"."backfill_chunks"."run_id" IS 'run that loaded it';
+
+COMMENT ON COLUMN "dwh"."backfill_chunks"."stats" IS 'rows read, loaded, rejected by reason, unresolved references';
+
+COMMENT ON COLUMN "dwh"."backfill_chunks"."loaded_at" IS 'when the row was last written by salesdwh';
+
 CREATE OR REPLACE FUNCTION "dwh"."ensure_dim_date"(p_from date, p_to date)
 RETURNS integer
 LANGUAGE sql

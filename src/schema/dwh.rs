@@ -345,6 +345,39 @@ pub const ETL_REJECTS: Table = Table {
     ..TABLE
 };
 
+pub const BACKFILL_STATE: Table = Table {
+    name: "backfill_state",
+    note: "The unfinished backfill, if any: its plan and the source snapshot point of its first attempt. Deleted when the backfill completes.",
+    columns: &[
+        col("backfill_id", SmallInt).note("always 1: one backfill at a time"),
+        col("first_run", BigInt).note("etl_runs.run_id of the first attempt"),
+        col("plan", Json).note("order_id chunking and --from/--to window; a resume must use the same"),
+        col("watermarks", Json).note("per source table (updated_at, pk) at the first attempt's snapshot"),
+        col("indexes_dropped", Bool).note("fact PK, FK constraints and indexes were dropped for the bulk load and must be rebuilt"),
+        col("started_at", Timestamp).default(DefaultValue::Now),
+    ],
+    primary_key: &["backfill_id"],
+    checks: &[Check {
+        name: "ck_backfill_state_single",
+        expr: "backfill_id = 1",
+    }],
+    ..TABLE
+};
+
+pub const BACKFILL_CHUNKS: Table = Table {
+    name: "backfill_chunks",
+    note: "Order-id ranges the unfinished backfill has committed; each is written in the same transaction as its facts, so a rerun skips exactly these.",
+    columns: &[
+        col("chunk_lo", BigInt).note("first order_id of the range"),
+        col("chunk_hi", BigInt).note("order_id after the range"),
+        col("run_id", BigInt).note("run that loaded it"),
+        col("stats", Json).note("rows read, loaded, rejected by reason, unresolved references"),
+        LOADED_AT,
+    ],
+    primary_key: &["chunk_lo"],
+    ..TABLE
+};
+
 /// Fills `dim_date` for a range; idempotent, returns the rows added.
 const ENSURE_DIM_DATE: &str = r#"CREATE OR REPLACE FUNCTION "dwh"."ensure_dim_date"(p_from date, p_to date)
 RETURNS integer
@@ -391,6 +424,8 @@ pub static DWH: Database = Database {
         LOAD_WATERMARKS,
         ETL_RUNS,
         ETL_REJECTS,
+        BACKFILL_STATE,
+        BACKFILL_CHUNKS,
     ],
     routines: &[ENSURE_DIM_DATE],
 };

@@ -191,6 +191,16 @@ impl Table {
         self.columns.iter().map(|c| c.name)
     }
 
+    /// The columns a loader writes: all but identity keys and columns the
+    /// database stamps itself (`DEFAULT now()`).
+    pub fn load_columns(&self) -> Vec<&'static str> {
+        self.columns
+            .iter()
+            .filter(|c| !c.identity && c.default != Some(DefaultValue::Now))
+            .map(|c| c.name)
+            .collect()
+    }
+
     pub fn pk_name(&self) -> String {
         format!("pk_{}", self.name)
     }

@@ -3,7 +3,10 @@
 //! indexes, comments, the fixed `-1` rows, routines, and the read-only role.
 //! Every statement is idempotent so `init` can run again on a live warehouse.
 
-use super::model::{ident_list, quote_ident, quote_literal, Database, DefaultValue, Dialect};
+use super::model::{
+    ident_list, quote_ident, quote_literal, Database, DefaultValue, Dialect, ForeignKey, Index,
+    Table,
+};
 
 const D: Dialect = Dialect::Postgres;
 
@@ -34,11 +37,7 @@ pub fn statements(db: &Database) -> Vec<String> {
             ));
         }
         for index in table.indexes {
-            out.push(format!(
-                "CREATE INDEX IF NOT EXISTS {} ON {name} ({})",
-                quote_ident(D, &table.index_name(index)),
-                ident_list(D, index.columns)
-            ));
+            out.push(create_index(db, table, index));
         }
         for row in table.fixed_rows {
             let columns: Vec<&str> = row.iter().map(|(c, _)| *c).collect();
@@ -74,7 +73,37 @@ pub fn statements(db: &Database) -> Vec<String> {
     out
 }
 
-fn create_table(db: &Database, table: &super::model::Table) -> String {
+/// `CONSTRAINT pk_… PRIMARY KEY (…)`, as in CREATE TABLE or ALTER TABLE ADD.
+pub fn primary_key_constraint(table: &Table) -> String {
+    format!(
+        "CONSTRAINT {} PRIMARY KEY ({})",
+        quote_ident(D, &table.pk_name()),
+        ident_list(D, table.primary_key)
+    )
+}
+
+/// `CONSTRAINT fk_… FOREIGN KEY (…) REFERENCES …`.
+pub fn foreign_key_constraint(db: &Database, table: &Table, fk: &ForeignKey) -> String {
+    format!(
+        "CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({})",
+        quote_ident(D, &table.fk_name(fk)),
+        ident_list(D, fk.columns),
+        db.qualified(fk.ref_table),
+        ident_list(D, fk.ref_columns)
+    )
+}
+
+/// `CREATE INDEX IF NOT EXISTS ix_… ON …`.
+pub fn create_index(db: &Database, table: &Table, index: &Index) -> String {
+    format!(
+        "CREATE INDEX IF NOT EXISTS {} ON {} ({})",
+        quote_ident(D, &table.index_name(index)),
+        db.qualified(table.name),
+        ident_list(D, index.columns)
+    )
+}
+
+fn create_table(db: &Database, table: &Table) -> String {
     let mut lines: Vec<String> = table
         .columns
         .iter()
@@ -94,11 +123,7 @@ fn create_table(db: &Database, table: &super::model::Table) -> String {
             line
         })
         .collect();
-    lines.push(format!(
-        "    CONSTRAINT {} PRIMARY KEY ({})",
-        quote_ident(D, &table.pk_name()),
-        ident_list(D, table.primary_key)
-    ));
+    lines.push(format!("    {}", primary_key_constraint(table)));
     for unique in table.unique {
         lines.push(format!(
             "    CONSTRAINT {} UNIQUE ({})",
@@ -107,13 +132,7 @@ fn create_table(db: &Database, table: &super::model::Table) -> String {
         ));
     }
     for fk in table.foreign_keys {
-        lines.push(format!(
-            "    CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({})",
-            quote_ident(D, &table.fk_name(fk)),
-            ident_list(D, fk.columns),
-            db.qualified(fk.ref_table),
-            ident_list(D, fk.ref_columns)
-        ));
+        lines.push(format!("    {}", foreign_key_constraint(db, table, fk)));
     }
     for check in table.checks {
         lines.push(format!(

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod backfill;
 mod config_errors;
 mod dbml_matches_ddl;
 mod init;

@@ -240,3 +240,97 @@ pub async fn assert_forbidden(pg: &tokio_postgres::Client, statements: &[&str]) 
         );
     }
 }
+
+impl TestDbs {
+    /// Another warehouse (PostgreSQL database) reading the same MySQL source.
+    pub fn second_warehouse(&self) -> TestDbs {
+        let other = Self::names();
+        TestDbs {
+            mysql: self.mysql.clone(),
+            pg: other.pg.clone(),
+            workdir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+}
+
+/// The warehouse by natural keys: per table (row count, md5 of all rows in
+/// natural-key order), surrogate keys replaced by the natural keys they
+/// stand for and `loaded_at`/run ids left out. Two warehouses loaded from
+/// the same source must give the same list (SPEC §3.1).
+pub async fn fingerprint(pg: &tokio_postgres::Client) -> Vec<(String, i64, String)> {
+    let queries: [(&str, &str); 9] = [
+        ("dim_region", "SELECT region_id AS k, name, country FROM dwh.dim_region"),
+        ("dim_category", "SELECT category_id AS k, name, parent_name FROM dwh.dim_category"),
+        (
+            "dim_product",
+            "SELECT p.product_id AS k, p.sku, p.name, c.category_id, p.category_name, p.unit_cost, p.list_price, p.is_active \
+             FROM dwh.dim_product p JOIN dwh.dim_category c ON c.category_key = p.category_key",
+        ),
+        (
+            "dim_customer",
+            "SELECT c.customer_id AS k, c.full_name, c.email, c.phone, c.city, r.region_id, c.segment, c.registered_at \
+             FROM dwh.dim_customer c JOIN dwh.dim_region r ON r.region_key = c.region_key",
+        ),
+        (
+            "dim_employee",
+            "SELECT e.employee_id AS k, e.full_name, e.email, e.title, r.region_id, e.hired_at \
+             FROM dwh.dim_employee e JOIN dwh.dim_region r ON r.region_key = e.region_key",
+        ),
+        (
+            "fact_sales",
+            "SELECT f.order_item_id AS k, f.order_id, f.date_key, p.product_id, c.customer_id, e.employee_id, r.region_id, \
+             cat.category_id, f.order_status, f.ordered_at, f.completed_at, f.quantity, f.unit_price, f.revenue, \
+             f.discount_amount, f.cost, f.margin \
+             FROM dwh.fact_sales f JOIN dwh.dim_product p ON p.product_key = f.product_key \
+             JOIN dwh.dim_customer c ON c.customer_key = f.customer_key JOIN dwh.dim_employee e ON e.employee_key = f.employee_key \
+             JOIN dwh.dim_region r ON r.region_key = f.region_key JOIN dwh.dim_category cat ON cat.category_key = f.category_key",
+        ),
+        (
+            "fact_payments",
+            "SELECT f.payment_id AS k, f.order_id, f.date_key, c.customer_id, f.method, f.amount \
+             FROM dwh.fact_payments f JOIN dwh.dim_customer c USING (customer_key)",
+        ),
+        (
+            "etl_rejects",
+            "SELECT source_table || ':' || source_pk AS k, reason, payload::text, resolved_run IS NULL AS open \
+             FROM dwh.etl_rejects",
+        ),
+        (
+            "load_watermarks",
+            "SELECT source_table AS k, last_updated_at, last_id FROM dwh.load_watermarks",
+        ),
+    ];
+    let mut out = Vec::new();
+    for (name, sql) in queries {
+        let row = pg
+            .query_one(
+                &format!("SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY t.k)), '') FROM ({sql}) t"),
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("fingerprint of {name}: {e:?}"));
+        out.push((name.to_string(), row.get(0), row.get(1)));
+    }
+    out
+}
+
+/// Polls `sql` (returning one bigint) until it reaches `at_least`, or the
+/// child exits, or 60 s pass. Returns the last value seen.
+pub async fn wait_for(
+    pg: &tokio_postgres::Client,
+    sql: &str,
+    at_least: i64,
+    child: &mut std::process::Child,
+) -> i64 {
+    let start = std::time::Instant::now();
+    loop {
+        let n: i64 = pg.query_one(sql, &[]).await.map(|r| r.get(0)).unwrap_or(0);
+        if n >= at_least
+            || child.try_wait().ok().flatten().is_some()
+            || start.elapsed() > Duration::from_secs(60)
+        {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}

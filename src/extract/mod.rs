@@ -1,0 +1,290 @@
+//! MySQL reads for backfill and sync. Correctness argument first:
+//!
+//! * **One snapshot.** A backfill reads every table inside
+//!   `START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY` at REPEATABLE
+//!   READ. With several readers, each opens its snapshot while one extra
+//!   session holds `LOCK TABLES … READ` on the eight tables, so no write can
+//!   commit between the snapshots: all readers see the same database. The
+//!   lock is held for milliseconds (like `mysqldump --single-transaction`).
+//! * **UTC.** Every session runs with `time_zone = '+00:00'` (see
+//!   `connect::mysql_opts`), so DATETIME values are read as the UTC they are.
+//! * **Streamed.** Rows come through `exec_stream` and are handed on in
+//!   batches; no table is collected whole. Facts are read by order_id range
+//!   (orders, their items and their payments are three range scans), and the
+//!   join happens in memory in `transform`, which is several times faster
+//!   than a MySQL-side join here.
+//! * **Identifiers from the model.** Every SELECT lists the model's columns
+//!   of the table, in model order, and the row parsers read them by that
+//!   position (a unit test ties the two together).
+
+pub mod rows;
+pub mod value;
+
+use futures::StreamExt;
+use mysql_async::prelude::Queryable;
+use mysql_async::{BinaryProtocol, Conn, ResultSetStream, Row};
+
+use crate::config::DbEndpoint;
+use crate::connect::{self, ConnectError};
+use crate::schema::model::{ident_list, quote_ident, Dialect, Table};
+use crate::schema::{oltp, OLTP};
+pub use rows::{
+    Category, Customer, Employee, FactChunk, Order, OrderItem, Payment, Product, Region, SourceRow,
+};
+pub use value::{Ts, ValueError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExtractError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("reading {what} from MySQL failed")]
+    Query {
+        what: String,
+        #[source]
+        source: mysql_async::Error,
+    },
+    #[error("cannot open a consistent snapshot of MySQL: {reason}")]
+    Snapshot { reason: String },
+    #[error("reading {table} from MySQL: row {pk}: {source}")]
+    Value {
+        table: &'static str,
+        pk: String,
+        #[source]
+        source: ValueError,
+    },
+}
+
+fn query_failed(what: impl Into<String>) -> impl FnOnce(mysql_async::Error) -> ExtractError {
+    let what = what.into();
+    move |source| ExtractError::Query { what, source }
+}
+
+/// `SELECT <model columns> FROM <table>` plus a WHERE/ORDER tail.
+pub fn select_sql(table: &Table, tail: &str) -> String {
+    let columns: Vec<&str> = table.column_names().collect();
+    format!(
+        "SELECT {} FROM {}{}{}",
+        ident_list(Dialect::MySql, &columns),
+        quote_ident(Dialect::MySql, table.name),
+        if tail.is_empty() { "" } else { " " },
+        tail
+    )
+}
+
+/// The primary-key column of a source table (all are single-column).
+pub fn pk_column(table: &Table) -> &'static str {
+    table.primary_key[0]
+}
+
+/// Sessions reading one consistent snapshot of the source.
+pub struct Snapshot {
+    pub readers: Vec<Conn>,
+}
+
+impl Snapshot {
+    /// Opens `readers` sessions on one snapshot. With more than one reader
+    /// the user needs the LOCK TABLES privilege; without it this falls back
+    /// to a single reader (and says so), since a consistent result matters
+    /// more than parallel reads.
+    pub async fn open(
+        endpoint: &DbEndpoint,
+        timeout: std::time::Duration,
+        readers: usize,
+    ) -> Result<Snapshot, ExtractError> {
+        let readers = readers.max(1);
+        if readers == 1 {
+            let mut conn = connect::mysql_conn(endpoint, timeout).await?;
+            begin_snapshot(&mut conn).await?;
+            return Ok(Snapshot {
+                readers: vec![conn],
+            });
+        }
+        let mut locker = connect::mysql_conn(endpoint, timeout).await?;
+        let tables: Vec<String> = OLTP
+            .tables
+            .iter()
+            .map(|t| format!("{} READ", quote_ident(Dialect::MySql, t.name)))
+            .collect();
+        if let Err(e) = locker
+            .query_drop(format!("LOCK TABLES {}", tables.join(", ")))
+            .await
+        {
+            if let mysql_async::Error::Server(ref s) = e {
+                // 1044/1142: access denied (no LOCK TABLES privilege).
+                if s.code == 1044 || s.code == 1142 {
+                    tracing::warn!(
+                        "no LOCK TABLES privilege on the source: reading with one connection (grant LOCK TABLES for parallel reads)"
+                    );
+                    drop(locker);
+                    return Box::pin(Self::open(endpoint, timeout, 1)).await;
+                }
+            }
+            return Err(query_failed("a table lock for the snapshot")(e));
+        }
+        let mut conns = Vec::with_capacity(readers);
+        for _ in 0..readers {
+            let mut conn = connect::mysql_conn(endpoint, timeout).await?;
+            begin_snapshot(&mut conn).await?;
+            conns.push(conn);
+        }
+        locker
+            .query_drop("UNLOCK TABLES")
+            .await
+            .map_err(query_failed("unlocking the snapshot tables"))?;
+        drop(locker);
+        Ok(Snapshot { readers: conns })
+    }
+}
+
+async fn begin_snapshot(conn: &mut Conn) -> Result<(), ExtractError> {
+    conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .await
+        .map_err(query_failed("the isolation level"))?;
+    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        .await
+        .map_err(query_failed("a consistent snapshot"))
+}
+
+/// The highest `(updated_at, pk)` of a table, read through its
+/// `(updated_at, pk)` index; `None` for an empty table.
+pub async fn high_mark(conn: &mut Conn, table: &Table) -> Result<Option<(i64, i64)>, ExtractError> {
+    let pk = quote_ident(Dialect::MySql, pk_column(table));
+    let sql = format!(
+        "SELECT `updated_at`, {pk} FROM {} ORDER BY `updated_at` DESC, {pk} DESC LIMIT 1",
+        quote_ident(Dialect::MySql, table.name)
+    );
+    let row: Option<(mysql_async::Value, i64)> = conn
+        .query_first(sql)
+        .await
+        .map_err(query_failed(format!("the high mark of {}", table.name)))?;
+    match row {
+        None => Ok(None),
+        Some((ts, id)) => match value::timestamp(ts, "updated_at") {
+            Ok(Ts::At(us)) => Ok(Some((us, id))),
+            Ok(other) => Err(ExtractError::Value {
+                table: table.name,
+                pk: id.to_string(),
+                source: ValueError {
+                    column: "updated_at",
+                    value: format!("{other:?}"),
+                },
+            }),
+            Err(source) => Err(ExtractError::Value {
+                table: table.name,
+                pk: id.to_string(),
+                source,
+            }),
+        },
+    }
+}
+
+/// The server's estimate of a table's rows (for progress bars only).
+pub async fn estimated_rows(conn: &mut Conn, table: &Table) -> Result<u64, ExtractError> {
+    let n: Option<Option<u64>> = conn
+        .exec_first(
+            "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+            (table.name,),
+        )
+        .await
+        .map_err(query_failed(format!("the size of {}", table.name)))?;
+    Ok(n.flatten().unwrap_or(0))
+}
+
+/// The order_id span the fact tables cover: min and max over orders,
+/// order_items and payments (orphans may lie outside the orders' span).
+pub async fn order_id_span(conn: &mut Conn) -> Result<Option<(i64, i64)>, ExtractError> {
+    let mut lo: Option<i64> = None;
+    let mut hi: Option<i64> = None;
+    for table in [&oltp::ORDERS, &oltp::ORDER_ITEMS, &oltp::PAYMENTS] {
+        let sql = format!(
+            "SELECT MIN(`order_id`), MAX(`order_id`) FROM {}",
+            quote_ident(Dialect::MySql, table.name)
+        );
+        let row: Option<(Option<i64>, Option<i64>)> = conn
+            .query_first(sql)
+            .await
+            .map_err(query_failed(format!("the order_id span of {}", table.name)))?;
+        if let Some((Some(a), Some(b))) = row {
+            lo = Some(lo.map_or(a, |x| x.min(a)));
+            hi = Some(hi.map_or(b, |x| x.max(b)));
+        }
+    }
+    Ok(lo.zip(hi))
+}
+
+/// Streams a whole (dimension) table in batches of parsed rows.
+pub struct Batches<'c, T> {
+    stream: ResultSetStream<'c, 'c, 'static, Row, BinaryProtocol>,
+    table: &'static str,
+    size: usize,
+    _row: std::marker::PhantomData<T>,
+}
+
+impl<'c, T: SourceRow> Batches<'c, T> {
+    pub async fn open(conn: &'c mut Conn, size: usize) -> Result<Self, ExtractError> {
+        let table = T::TABLE;
+        let stream = conn
+            .exec_stream::<Row, _, _>(select_sql(table, ""), ())
+            .await
+            .map_err(query_failed(table.name))?;
+        Ok(Batches {
+            stream,
+            table: table.name,
+            size: size.max(1),
+            _row: std::marker::PhantomData,
+        })
+    }
+
+    /// The next batch, or `None` at the end of the table.
+    pub async fn next(&mut self) -> Result<Option<Vec<T>>, ExtractError> {
+        let mut batch = Vec::with_capacity(self.size.min(4096));
+        while batch.len() < self.size {
+            match self.stream.next().await {
+                None => break,
+                Some(row) => {
+                    let row = row.map_err(query_failed(self.table))?;
+                    batch.push(parse_row(row, self.table)?);
+                }
+            }
+        }
+        Ok((!batch.is_empty()).then_some(batch))
+    }
+}
+
+fn parse_row<T: SourceRow>(row: Row, table: &'static str) -> Result<T, ExtractError> {
+    let values = row.unwrap();
+    let pk = values.first().map(|v| v.as_sql(true)).unwrap_or_default();
+    T::parse(values).map_err(|source| ExtractError::Value { table, pk, source })
+}
+
+async fn read_range<T: SourceRow>(
+    conn: &mut Conn,
+    lo: i64,
+    hi: i64,
+    out: &mut Vec<T>,
+) -> Result<(), ExtractError> {
+    let table = T::TABLE;
+    let sql = select_sql(table, "WHERE `order_id` BETWEEN ? AND ?");
+    let mut stream = conn
+        .exec_stream::<Row, _, _>(sql, (lo, hi))
+        .await
+        .map_err(query_failed(table.name))?;
+    while let Some(row) = stream.next().await {
+        let row = row.map_err(query_failed(table.name))?;
+        out.push(parse_row(row, table.name)?);
+    }
+    Ok(())
+}
+
+/// Reads orders, order items and payments whose order_id is in `lo..=hi`.
+pub async fn read_fact_chunk(conn: &mut Conn, lo: i64, hi: i64) -> Result<FactChunk, ExtractError> {
+    let mut chunk = FactChunk {
+        lo,
+        hi,
+        ..FactChunk::default()
+    };
+    read_range(conn, lo, hi, &mut chunk.orders).await?;
+    read_range(conn, lo, hi, &mut chunk.items).await?;
+    read_range(conn, lo, hi, &mut chunk.payments).await?;
+    Ok(chunk)
+}

@@ -1,0 +1,180 @@
+//! SCD1 dimension upserts: rows are COPYed into a temporary staging table
+//! (columns from the model), then merged on the natural key. A row is only
+//! rewritten when a value differs, so an unchanged source changes nothing.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use tokio_postgres::Transaction;
+
+use super::{copy_in, qualified, LoadError};
+use crate::schema::model::{ident_list, quote_ident, Dialect, Table};
+use crate::transform::{Keys, ProductKey};
+
+const D: Dialect = Dialect::Postgres;
+
+pub fn staging_name(table: &Table) -> String {
+    quote_ident(D, &format!("stg_{}", table.name))
+}
+
+/// Creates the staging table of a dimension for this transaction.
+pub async fn create_staging(tx: &Transaction<'_>, table: &Table) -> Result<(), LoadError> {
+    let columns: Vec<String> = table
+        .load_columns()
+        .iter()
+        .map(|name| {
+            let c = table.column(name).expect("load column of the table");
+            format!("{} {}", quote_ident(D, c.name), c.ty.postgres())
+        })
+        .collect();
+    tx.batch_execute(&format!(
+        "CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DROP",
+        staging_name(table),
+        columns.join(", ")
+    ))
+    .await
+    .map_err(LoadError::pg(format!(
+        "creating the staging table of {}",
+        table.name
+    )))
+}
+
+/// COPYs encoded rows (columns: `table.load_columns()`) into the staging table.
+pub async fn stage(tx: &Transaction<'_>, table: &Table, data: Bytes) -> Result<u64, LoadError> {
+    copy_in(tx, &staging_name(table), &table.load_columns(), data).await
+}
+
+/// Merges the staging table into the dimension on its natural key (its
+/// UNIQUE column); returns the rows inserted or changed.
+pub async fn merge(tx: &Transaction<'_>, table: &Table) -> Result<u64, LoadError> {
+    let natural = table.unique[0];
+    let columns = table.load_columns();
+    let updated: Vec<&str> = columns
+        .iter()
+        .copied()
+        .filter(|c| !natural.contains(c))
+        .collect();
+    let set: Vec<String> = updated
+        .iter()
+        .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(D, c)))
+        .collect();
+    let target: Vec<String> = updated
+        .iter()
+        .map(|c| format!("d.{}", quote_ident(D, c)))
+        .collect();
+    let excluded: Vec<String> = updated
+        .iter()
+        .map(|c| format!("EXCLUDED.{}", quote_ident(D, c)))
+        .collect();
+    let sql = format!(
+        "INSERT INTO {table_sql} AS d ({cols}) SELECT {cols} FROM {stg} \
+         ON CONFLICT ({natural}) DO UPDATE SET {set} \
+         WHERE ({target}) IS DISTINCT FROM ({excluded})",
+        table_sql = qualified(table),
+        cols = ident_list(D, &columns),
+        stg = staging_name(table),
+        natural = ident_list(D, natural),
+        set = set.join(", "),
+        target = target.join(", "),
+        excluded = excluded.join(", "),
+    );
+    tx.execute(&sql, &[])
+        .await
+        .map_err(LoadError::pg(format!("merging {}", table.name)))
+}
+
+/// Streams the rows of a query to `f` (key maps can be large: never a
+/// whole result in memory twice).
+async fn each_row<C: tokio_postgres::GenericClient>(
+    client: &C,
+    sql: &str,
+    what: &str,
+    mut f: impl FnMut(tokio_postgres::Row),
+) -> Result<(), LoadError> {
+    use futures::TryStreamExt;
+    let stream = client
+        .query_raw(sql, std::iter::empty::<i32>())
+        .await
+        .map_err(LoadError::pg(what))?;
+    futures::pin_mut!(stream);
+    while let Some(row) = stream.try_next().await.map_err(LoadError::pg(what))? {
+        f(row);
+    }
+    Ok(())
+}
+
+/// Reads natural → surrogate keys of every dimension (without the -1
+/// members, which are not source rows).
+pub async fn read_keys<C: tokio_postgres::GenericClient>(client: &C) -> Result<Keys, LoadError> {
+    use crate::schema::dwh::{DIM_CATEGORY, DIM_CUSTOMER, DIM_EMPLOYEE, DIM_PRODUCT, DIM_REGION};
+    let q = |table: &Table, cols: &str| {
+        format!(
+            "SELECT {cols} FROM {} WHERE {} <> -1",
+            qualified(table),
+            quote_ident(D, table.unique[0][0])
+        )
+    };
+    let mut keys = Keys::default();
+    each_row(
+        client,
+        &q(&DIM_REGION, "region_id, region_key"),
+        "reading the region keys",
+        |row| {
+            keys.region
+                .insert(i64::from(row.get::<_, i32>(0)), row.get(1));
+        },
+    )
+    .await?;
+    each_row(
+        client,
+        &q(&DIM_CATEGORY, "category_id, category_key, name"),
+        "reading the category keys",
+        |row| {
+            keys.category
+                .insert(i64::from(row.get::<_, i32>(0)), (row.get(1), row.get(2)));
+        },
+    )
+    .await?;
+    each_row(
+        client,
+        &q(
+            &DIM_PRODUCT,
+            "product_id, product_key, category_key, (unit_cost * 100)::bigint",
+        ),
+        "reading the product keys",
+        |row| {
+            keys.product.insert(
+                row.get(0),
+                ProductKey {
+                    key: row.get(1),
+                    category_key: row.get(2),
+                    unit_cost: row.get(3),
+                },
+            );
+        },
+    )
+    .await?;
+    each_row(
+        client,
+        &q(&DIM_CUSTOMER, "customer_id, customer_key"),
+        "reading the customer keys",
+        |row| {
+            keys.customer.insert(row.get(0), row.get(1));
+        },
+    )
+    .await?;
+    each_row(
+        client,
+        &q(&DIM_EMPLOYEE, "employee_id, employee_key"),
+        "reading the employee keys",
+        |row| {
+            keys.employee
+                .insert(i64::from(row.get::<_, i32>(0)), row.get(1));
+        },
+    )
+    .await?;
+    Ok(keys)
+}
+
+/// Rows per dimension, for the summary.
+pub type DimCounts = HashMap<&'static str, u64>;

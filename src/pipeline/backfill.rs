@@ -1,0 +1,713 @@
+//! `salesdwh backfill`: the one-shot historical load.
+//!
+//! 1. Take the run lock, open an etl_runs row, open one consistent snapshot
+//!    of MySQL on `workers` sessions.
+//! 2. First attempt: record the plan (order_id chunks, window) and the
+//!    snapshot's high marks per table, and drop the fact PK/FK/indexes (the
+//!    facts are empty) — in one transaction.
+//! 3. Dimensions: stream each table into a staging table, merge on the
+//!    natural key, read the key maps back.
+//! 4. Facts: extract workers read order_id chunks → bounded channel →
+//!    loaders transform each chunk (blocking pool, polars) and write it in
+//!    one transaction with its rejects and its completion mark.
+//! 5. Rebuild the fact PK, indexes and FKs; set the watermarks to the first
+//!    attempt's snapshot point and forget the backfill, in one transaction;
+//!    refresh the marts; close the run.
+//!
+//! **Resumable.** A crash or a lost connection leaves the committed chunks
+//! marked; the rerun reloads the dimensions (an idempotent upsert), skips
+//! the marked chunks and does the rest. The watermarks are the *first*
+//! attempt's snapshot, so a later `sync` re-reads everything that changed
+//! since any chunk was read: resumed or not, sync converges.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{NaiveDate, Utc};
+use futures::SinkExt;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::PipelineError;
+use crate::config::Settings;
+use crate::connect::{self, PgPool};
+use crate::extract::{self, Batches, Category, FactChunk, Snapshot, SourceRow};
+use crate::load::copy::CopyBuf;
+use crate::load::{self, dims as load_dims, facts as load_facts, indexes, qualified, LoadError};
+use crate::progress::{Board, Progress};
+use crate::schema::dwh::{
+    BACKFILL_CHUNKS, BACKFILL_STATE, DIM_CATEGORY, DIM_CUSTOMER, DIM_DATE, DIM_EMPLOYEE,
+    DIM_PRODUCT, DIM_REGION, ETL_REJECTS, FACT_PAYMENTS, FACT_SALES, LOAD_WATERMARKS,
+};
+use crate::schema::model::Table;
+use crate::schema::{oltp, OLTP};
+use crate::state::{self, BackfillState};
+use crate::transform::facts::{self as tfacts, FactContext};
+use crate::transform::{dims as tdims, Keys, RunStats, TableStats};
+
+#[derive(Debug, Clone)]
+pub struct BackfillOptions {
+    pub workers: usize,
+    pub batch_rows: u64,
+    /// Inclusive order_date window.
+    pub window: Option<(NaiveDate, NaiveDate)>,
+    pub truncate: bool,
+    pub refresh_marts: bool,
+    pub quiet: bool,
+}
+
+#[derive(Debug)]
+pub struct BackfillReport {
+    pub run_id: i64,
+    pub stats: RunStats,
+    pub chunks: usize,
+    pub resumed_chunks: usize,
+    pub phases: Vec<(&'static str, Duration)>,
+    pub elapsed: Duration,
+    pub refreshed_marts: Vec<String>,
+}
+
+const DAY_MICROS: i64 = 86_400_000_000;
+
+fn day_micros(d: NaiveDate) -> i64 {
+    d.and_hms_opt(0, 0, 0)
+        .expect("midnight")
+        .and_utc()
+        .timestamp_micros()
+}
+
+/// The order_id chunks of a plan: equal widths over the orders' span, the
+/// first and last open-ended so orphans outside the span are read too.
+pub fn plan_chunks(first: i64, last: i64, width: i64) -> Vec<(i64, i64)> {
+    let width = width.max(1);
+    let n = ((i128::from(last) - i128::from(first)) / i128::from(width) + 1).max(1) as i64;
+    (0..n)
+        .map(|k| {
+            let lo = if k == 0 { i64::MIN } else { first + k * width };
+            let hi = if k == n - 1 {
+                i64::MAX
+            } else {
+                first + (k + 1) * width - 1
+            };
+            (lo, hi)
+        })
+        .collect()
+}
+
+fn window_json(window: Option<(NaiveDate, NaiveDate)>) -> serde_json::Value {
+    match window {
+        None => json!(null),
+        Some((a, b)) => json!([a.to_string(), b.to_string()]),
+    }
+}
+
+/// Runs a backfill. The caller prints the report.
+pub async fn run(
+    settings: &Settings,
+    opts: &BackfillOptions,
+) -> Result<BackfillReport, PipelineError> {
+    let started = Instant::now();
+    let timeout = settings.connect_timeout;
+    let lock_client = connect::pg_client(&settings.postgres, timeout).await?;
+    state::lock(&lock_client).await?;
+    let pool_size = (opts.workers as u32 + 1).max(settings.pg_pool_size);
+    let pool = connect::pg_pool(&settings.postgres, timeout, pool_size).await?;
+    state::close_abandoned_runs(&lock_client).await?;
+    if opts.truncate {
+        truncate(&lock_client).await?;
+    }
+    let existing = state::backfill_state(&lock_client).await?;
+    if existing.is_none() && !indexes::facts_empty(&lock_client).await? {
+        let counts = lock_client
+            .query_one(
+                &format!(
+                    "SELECT (SELECT count(*) FROM {}), (SELECT count(*) FROM {})",
+                    qualified(&FACT_SALES),
+                    qualified(&FACT_PAYMENTS)
+                ),
+                &[],
+            )
+            .await
+            .map_err(LoadError::pg("counting the facts"))?;
+        return Err(PipelineError::NotEmpty {
+            sales: counts.get(0),
+            payments: counts.get(1),
+        });
+    }
+    if let Some(st) = &existing {
+        if st.plan.get("window") != Some(&window_json(opts.window)) {
+            return Err(PipelineError::ResumeMismatch {
+                recorded: format!(
+                    "window {}",
+                    st.plan
+                        .get("window")
+                        .map_or("none".into(), |w| w.to_string())
+                ),
+            });
+        }
+    }
+    let run_id = state::start_run(&lock_client, "backfill").await?;
+    let stats = Arc::new(Mutex::new(RunStats::default()));
+    let result = body(
+        settings,
+        opts,
+        &pool,
+        &lock_client,
+        run_id,
+        existing,
+        &stats,
+        started,
+    )
+    .await;
+    let stats = stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    match result {
+        Ok(mut report) => {
+            state::finish_run(&lock_client, run_id, &stats, None).await?;
+            report.stats = stats;
+            report.elapsed = started.elapsed();
+            Ok(report)
+        }
+        Err(e) => {
+            // Best effort: the connection may be what failed; the next run
+            // closes abandoned runs either way.
+            let _ = state::finish_run(&lock_client, run_id, &stats, Some(&chain(&e))).await;
+            Err(e)
+        }
+    }
+}
+
+/// An error and its causes on one line, for etl_runs.error.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = c.source();
+    }
+    line
+}
+
+async fn truncate(client: &tokio_postgres::Client) -> Result<(), LoadError> {
+    let tables: Vec<String> = [
+        &FACT_SALES,
+        &FACT_PAYMENTS,
+        &ETL_REJECTS,
+        &LOAD_WATERMARKS,
+        &BACKFILL_CHUNKS,
+        &BACKFILL_STATE,
+    ]
+    .iter()
+    .map(|t| qualified(t))
+    .collect();
+    client
+        .batch_execute(&format!("TRUNCATE {}", tables.join(", ")))
+        .await
+        .map_err(LoadError::pg("truncating the facts for --truncate"))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn body(
+    settings: &Settings,
+    opts: &BackfillOptions,
+    pool: &PgPool,
+    client: &tokio_postgres::Client,
+    run_id: i64,
+    existing: Option<BackfillState>,
+    stats: &Arc<Mutex<RunStats>>,
+    started: Instant,
+) -> Result<BackfillReport, PipelineError> {
+    let mut phases = Vec::new();
+    let mut phase_start = Instant::now();
+    let mut snapshot =
+        Snapshot::open(&settings.mysql, settings.connect_timeout, opts.workers).await?;
+    let now = Utc::now().timestamp_micros();
+    let board = Board::new(opts.quiet);
+    let conn0 = &mut snapshot.readers[0];
+
+    let mut estimates = HashMap::new();
+    for table in OLTP.tables {
+        estimates.insert(table.name, extract::estimated_rows(conn0, table).await?);
+    }
+    let state = match existing {
+        Some(st) => {
+            tracing::info!("resuming the backfill started by run {}", st.first_run);
+            st
+        }
+        None => {
+            let mut marks = serde_json::Map::new();
+            for table in OLTP.tables {
+                if let Some((us, id)) = extract::high_mark(conn0, table).await? {
+                    marks.insert(table.name.into(), json!({ "updated_at": us, "id": id }));
+                }
+            }
+            let span = extract::order_id_span(conn0).await?;
+            let (first, last) = span.unwrap_or((0, 0));
+            let items = estimates
+                .get(oltp::ORDER_ITEMS.name)
+                .copied()
+                .unwrap_or(0)
+                .max(1);
+            let ids = (i128::from(last) - i128::from(first) + 1).max(1);
+            let width = (ids * i128::from(opts.batch_rows) / i128::from(items))
+                .clamp(1, i128::from(i64::MAX)) as i64;
+            let st = BackfillState {
+                first_run: run_id,
+                plan: json!({
+                    "first_order_id": first,
+                    "last_order_id": last,
+                    "chunk_width": width,
+                    "window": window_json(opts.window),
+                }),
+                watermarks: serde_json::Value::Object(marks),
+                indexes_dropped: true,
+            };
+            let mut conn = pool.get().await.map_err(LoadError::Pool)?;
+            let tx = conn
+                .transaction()
+                .await
+                .map_err(LoadError::pg("starting the backfill"))?;
+            indexes::drop_fact_indexes(&tx).await?;
+            state::save_backfill_state(&tx, &st).await?;
+            tx.commit()
+                .await
+                .map_err(LoadError::pg("starting the backfill"))?;
+            st
+        }
+    };
+
+    // ---- dimensions
+    let dim_total: u64 = [
+        &oltp::REGIONS,
+        &oltp::CATEGORIES,
+        &oltp::PRODUCTS,
+        &oltp::CUSTOMERS,
+        &oltp::EMPLOYEES,
+    ]
+    .iter()
+    .map(|t| estimates.get(t.name).copied().unwrap_or(0))
+    .sum();
+    let dim_bar = board.bar("dimensions", dim_total);
+    let batch = opts.batch_rows.clamp(1_000, 100_000) as usize;
+    let keys = {
+        let mut s = stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let keys = load_dimensions(conn0, pool, batch, &dim_bar, &mut s).await?;
+        *stats.lock().unwrap_or_else(|e| e.into_inner()) = s;
+        keys
+    };
+    dim_bar.finish();
+    phases.push(("dimensions", phase_start.elapsed()));
+    phase_start = Instant::now();
+
+    // ---- facts
+    let plan = &state.plan;
+    let get = |k: &str| plan.get(k).and_then(|v| v.as_i64()).unwrap_or(0);
+    let chunks = plan_chunks(
+        get("first_order_id"),
+        get("last_order_id"),
+        get("chunk_width"),
+    );
+    let done = state::done_chunks(client).await?;
+    let done_lo: std::collections::HashSet<i64> = done.iter().map(|(lo, _)| *lo).collect();
+    let items_bar = board.bar(
+        "order_items",
+        estimates.get(oltp::ORDER_ITEMS.name).copied().unwrap_or(0),
+    );
+    let pay_bar = board.bar(
+        "payments",
+        estimates.get(oltp::PAYMENTS.name).copied().unwrap_or(0),
+    );
+    {
+        let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, chunk_stats) in &done {
+            s.add(chunk_stats);
+            items_bar.inc(
+                chunk_stats
+                    .tables
+                    .get(oltp::ORDER_ITEMS.name)
+                    .map_or(0, |t| t.read),
+            );
+            pay_bar.inc(
+                chunk_stats
+                    .tables
+                    .get(oltp::PAYMENTS.name)
+                    .map_or(0, |t| t.read),
+            );
+        }
+    }
+    let todo: VecDeque<(i64, i64)> = chunks
+        .iter()
+        .copied()
+        .filter(|(lo, _)| !done_lo.contains(lo))
+        .collect();
+    let window = opts
+        .window
+        .map(|(a, b)| (day_micros(a), day_micros(b) + DAY_MICROS));
+    let ctx = Arc::new(FactContext::new(Arc::new(keys), now + DAY_MICROS, window));
+    let covered = dim_date_range(client).await?;
+    load_facts_parallel(
+        client,
+        snapshot,
+        todo,
+        ctx,
+        pool,
+        run_id,
+        covered,
+        opts.workers,
+        stats,
+        (&items_bar, &pay_bar),
+    )
+    .await?;
+    items_bar.finish();
+    pay_bar.finish();
+    phases.push(("facts", phase_start.elapsed()));
+    phase_start = Instant::now();
+
+    // ---- indexes, watermarks, done
+    state::check_lock(client)?;
+    if state.indexes_dropped {
+        tracing::info!("building the fact primary keys, indexes and foreign keys");
+        indexes::rebuild_fact_indexes(pool, opts.workers.max(2)).await?;
+    }
+    phases.push(("indexes", phase_start.elapsed()));
+    phase_start = Instant::now();
+    let mut refreshed = Vec::new();
+    {
+        state::check_lock(client)?;
+        let mut conn = pool.get().await.map_err(LoadError::Pool)?;
+        let tx = conn
+            .transaction()
+            .await
+            .map_err(LoadError::pg("finishing the backfill"))?;
+        let marks: Vec<(String, state::Watermark)> = state
+            .watermarks
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter(|(table, _)| {
+                        // A windowed backfill did not read every fact row:
+                        // it leaves the fact tables' cursors alone.
+                        opts.window.is_none()
+                            || ![
+                                oltp::ORDERS.name,
+                                oltp::ORDER_ITEMS.name,
+                                oltp::PAYMENTS.name,
+                            ]
+                            .contains(&table.as_str())
+                    })
+                    .map(|(table, v)| {
+                        (
+                            table.clone(),
+                            state::Watermark {
+                                updated_at: v
+                                    .get("updated_at")
+                                    .and_then(|x| x.as_i64())
+                                    .unwrap_or(0),
+                                id: v.get("id").and_then(|x| x.as_i64()).unwrap_or(0),
+                            },
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        state::set_watermarks(&tx, &marks).await?;
+        state::clear_backfill(&tx).await?;
+        // Inside the same transaction: if the refresh fails, the backfill
+        // stays unfinished and a rerun finishes it (all chunks are marked).
+        if opts.refresh_marts {
+            tracing::info!("refreshing the marts");
+            refreshed = crate::marts::rebuild(&tx)
+                .await
+                .map_err(PipelineError::Marts)?;
+        }
+        tx.commit()
+            .await
+            .map_err(LoadError::pg("finishing the backfill"))?;
+    }
+    phases.push(("marts", phase_start.elapsed()));
+    Ok(BackfillReport {
+        run_id,
+        stats: RunStats::default(),
+        chunks: chunks.len(),
+        resumed_chunks: done.len(),
+        phases,
+        elapsed: started.elapsed(),
+        refreshed_marts: refreshed,
+    })
+}
+
+/// The day range (days since 1970) dim_date holds.
+async fn dim_date_range(client: &tokio_postgres::Client) -> Result<Option<(i32, i32)>, LoadError> {
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT min(full_date), max(full_date) FROM {}",
+                qualified(&DIM_DATE)
+            ),
+            &[],
+        )
+        .await
+        .map_err(LoadError::pg("reading the dim_date range"))?;
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid");
+    let a: Option<NaiveDate> = row.get(0);
+    let b: Option<NaiveDate> = row.get(1);
+    Ok(a.zip(b)
+        .map(|(a, b)| ((a - epoch).num_days() as i32, (b - epoch).num_days() as i32)))
+}
+
+/// Streams one dimension table from MySQL through staging into the warehouse.
+#[allow(clippy::too_many_arguments)]
+async fn copy_dim<T: SourceRow>(
+    conn: &mut mysql_async::Conn,
+    tx: &tokio_postgres::Transaction<'_>,
+    table: &Table,
+    batch: usize,
+    stats: &mut TableStats,
+    bar: &Progress,
+    mut encode: impl FnMut(&[T], &mut CopyBuf, &mut TableStats),
+) -> Result<(), PipelineError> {
+    load_dims::create_staging(tx, table).await?;
+    let staging = load_dims::staging_name(table);
+    let columns = table.load_columns();
+    let what = || LoadError::pg(format!("staging {}", table.name));
+    let sink = load::copy_sink(tx, &staging, &columns).await?;
+    futures::pin_mut!(sink);
+    let mut batches = Batches::<T>::open(conn, batch).await?;
+    let mut buf = CopyBuf::new();
+    while let Some(rows) = batches.next().await? {
+        encode(&rows, &mut buf, stats);
+        stats.read += rows.len() as u64;
+        bar.inc(rows.len() as u64);
+        sink.send(buf.take()).await.map_err(what())?;
+    }
+    drop(batches);
+    sink.send(buf.finish()).await.map_err(what())?;
+    stats.loaded += sink.as_mut().finish().await.map_err(what())?;
+    load_dims::merge(tx, table).await?;
+    Ok(())
+}
+
+async fn load_dimensions(
+    conn: &mut mysql_async::Conn,
+    pool: &PgPool,
+    batch: usize,
+    bar: &Progress,
+    stats: &mut RunStats,
+) -> Result<Keys, PipelineError> {
+    let mut client = pool.get().await.map_err(LoadError::Pool)?;
+    let begin = || LoadError::pg("loading the dimensions");
+
+    // Regions and categories first: the other dimensions reference them.
+    let tx = client.transaction().await.map_err(begin())?;
+    copy_dim(
+        conn,
+        &tx,
+        &DIM_REGION,
+        batch,
+        stats.table(oltp::REGIONS.name),
+        bar,
+        |rows, buf, _| tdims::regions(rows, buf),
+    )
+    .await?;
+    let mut categories: Vec<Category> = Vec::new();
+    {
+        // The category tree is small and its parents' names are needed.
+        let mut batches = Batches::<Category>::open(conn, batch).await?;
+        while let Some(rows) = batches.next().await? {
+            categories.extend(rows);
+        }
+    }
+    let mut buf = CopyBuf::new();
+    tdims::categories(&categories, &categories, &mut buf);
+    let st = stats.table(oltp::CATEGORIES.name);
+    st.read = categories.len() as u64;
+    bar.inc(categories.len() as u64);
+    load_dims::create_staging(&tx, &DIM_CATEGORY).await?;
+    st.loaded = load_dims::stage(&tx, &DIM_CATEGORY, buf.finish()).await?;
+    load_dims::merge(&tx, &DIM_CATEGORY).await?;
+    tx.commit().await.map_err(begin())?;
+    let keys = load_dims::read_keys(&*client).await?;
+
+    let tx = client.transaction().await.map_err(begin())?;
+    copy_dim(
+        conn,
+        &tx,
+        &DIM_PRODUCT,
+        batch,
+        stats.table(oltp::PRODUCTS.name),
+        bar,
+        |rows, buf, _| tdims::products(rows, &keys, buf),
+    )
+    .await?;
+    copy_dim(
+        conn,
+        &tx,
+        &DIM_CUSTOMER,
+        batch,
+        stats.table(oltp::CUSTOMERS.name),
+        bar,
+        |rows, buf, st| tdims::customers(rows, &keys, buf, st),
+    )
+    .await?;
+    copy_dim(
+        conn,
+        &tx,
+        &DIM_EMPLOYEE,
+        batch,
+        stats.table(oltp::EMPLOYEES.name),
+        bar,
+        |rows, buf, st| tdims::employees(rows, &keys, buf, st),
+    )
+    .await?;
+    tx.commit().await.map_err(begin())?;
+    Ok(load_dims::read_keys(&*client).await?)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn load_facts_parallel(
+    lock: &tokio_postgres::Client,
+    snapshot: Snapshot,
+    todo: VecDeque<(i64, i64)>,
+    ctx: Arc<FactContext>,
+    pool: &PgPool,
+    run_id: i64,
+    covered: Option<(i32, i32)>,
+    workers: usize,
+    stats: &Arc<Mutex<RunStats>>,
+    bars: (&Progress, &Progress),
+) -> Result<(), PipelineError> {
+    let queue = Arc::new(Mutex::new(todo));
+    // Bounded: extractors wait while loaders are busy, so at most
+    // `workers` chunks wait in memory besides those being worked on.
+    let (tx, rx) = mpsc::channel::<FactChunk>(workers.max(1));
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let mut tasks: tokio::task::JoinSet<Result<(), PipelineError>> = tokio::task::JoinSet::new();
+    for mut conn in snapshot.readers {
+        let queue = queue.clone();
+        let tx = tx.clone();
+        tasks.spawn(async move {
+            loop {
+                let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+                let Some((lo, hi)) = next else { break };
+                let chunk = extract::read_fact_chunk(&mut conn, lo, hi).await?;
+                if tx.send(chunk).await.is_err() {
+                    break; // loaders stopped: their error is reported
+                }
+            }
+            let _ = conn.disconnect().await;
+            Ok(())
+        });
+    }
+    drop(tx);
+    let (items_bar, pay_bar) = bars;
+    let progress = Arc::new(AtomicBars::default());
+    for _ in 0..workers.max(1) {
+        let rx = rx.clone();
+        let ctx = ctx.clone();
+        let pool = pool.clone();
+        let stats = stats.clone();
+        let progress = progress.clone();
+        tasks.spawn(async move {
+            loop {
+                let chunk = rx.lock().await.recv().await;
+                let Some(chunk) = chunk else { return Ok(()) };
+                let (lo, hi) = (chunk.lo, chunk.hi);
+                let ctx = ctx.clone();
+                let out = tokio::task::spawn_blocking(move || tfacts::transform(&chunk, &ctx))
+                    .await
+                    .map_err(|e| PipelineError::Task(e.to_string()))??;
+                let chunk_stats = out.stats.clone();
+                let mut conn = pool.get().await.map_err(LoadError::Pool)?;
+                let tx = conn
+                    .transaction()
+                    .await
+                    .map_err(LoadError::pg(format!("loading orders {lo}..={hi}")))?;
+                load_facts::write_chunk(&tx, out, run_id, covered).await?;
+                load_facts::mark_chunk(&tx, lo, hi, run_id, &chunk_stats).await?;
+                tx.commit()
+                    .await
+                    .map_err(LoadError::pg(format!("committing orders {lo}..={hi}")))?;
+                let read = |t: &str| chunk_stats.tables.get(t).map_or(0, |s| s.read);
+                progress.add(read(oltp::ORDER_ITEMS.name), read(oltp::PAYMENTS.name));
+                stats
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .add(&chunk_stats);
+            }
+        });
+    }
+    // Progress is drawn from here (the bars are not Send-shared).
+    let mut ticker = tokio::time::interval(Duration::from_millis(200));
+    let mut shown = (0u64, 0u64);
+    let mut result = Ok(());
+    loop {
+        tokio::select! {
+            done = tasks.join_next() => {
+                match done {
+                    None => break,
+                    Some(Ok(Ok(()))) => {}
+                    Some(Ok(Err(e))) => { result = Err(e); tasks.abort_all(); }
+                    Some(Err(e)) if e.is_cancelled() => {}
+                    Some(Err(e)) => { result = Err(PipelineError::Task(e.to_string())); tasks.abort_all(); }
+                }
+            }
+            _ = ticker.tick() => {
+                if result.is_ok() {
+                    if let Err(e) = state::check_lock(lock) {
+                        result = Err(e.into());
+                        tasks.abort_all();
+                    }
+                }
+            }
+        }
+        let now = progress.get();
+        items_bar.inc(now.0 - shown.0);
+        pay_bar.inc(now.1 - shown.1);
+        shown = now;
+    }
+    result
+}
+
+/// Rows done, counted by the loader tasks and shown by the driver.
+#[derive(Default)]
+struct AtomicBars {
+    items: std::sync::atomic::AtomicU64,
+    payments: std::sync::atomic::AtomicU64,
+}
+
+impl AtomicBars {
+    fn add(&self, items: u64, payments: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.items.fetch_add(items, Relaxed);
+        self.payments.fetch_add(payments, Relaxed);
+    }
+    fn get(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.items.load(Relaxed), self.payments.load(Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_cover_every_order_id_once() {
+        let chunks = plan_chunks(10, 95, 20);
+        assert_eq!(chunks.len(), 5);
+        assert_eq!(chunks[0], (i64::MIN, 29));
+        assert_eq!(chunks[1], (30, 49));
+        assert_eq!(chunks[4], (90, i64::MAX));
+        for w in chunks.windows(2) {
+            assert_eq!(w[0].1 + 1, w[1].0);
+        }
+        assert_eq!(plan_chunks(5, 5, 1000), vec![(i64::MIN, i64::MAX)]);
+        assert_eq!(plan_chunks(0, 0, 1), vec![(i64::MIN, i64::MAX)]);
+        let big = plan_chunks(1, i64::MAX - 1, i64::MAX / 4);
+        assert!(big.len() <= 5);
+    }
+}

@@ -1,0 +1,65 @@
+//! The drivers: bounded channels from extract through transform to load.
+//! `backfill` is the one-shot historical load; `sync` (next) reuses its
+//! stages.
+
+pub mod backfill;
+
+use crate::connect::ConnectError;
+use crate::extract::ExtractError;
+use crate::load::LoadError;
+use crate::marts::MartsError;
+use crate::state::StateError;
+use crate::transform::TransformError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error(transparent)]
+    Extract(#[from] ExtractError),
+    #[error(transparent)]
+    Transform(#[from] TransformError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("refreshing the marts failed")]
+    Marts(#[source] MartsError),
+    #[error("the warehouse already holds facts ({sales} sales rows, {payments} payments)")]
+    NotEmpty { sales: i64, payments: i64 },
+    #[error("an unfinished backfill was started with other options ({recorded})")]
+    ResumeMismatch { recorded: String },
+    #[error("a pipeline task stopped unexpectedly: {0}")]
+    Task(String),
+}
+
+impl PipelineError {
+    /// Usage errors (exit 2) as opposed to a failed run (exit 1).
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            PipelineError::NotEmpty { .. } | PipelineError::ResumeMismatch { .. }
+        )
+    }
+
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            PipelineError::NotEmpty { .. } => Some(
+                "use `salesdwh sync` for new changes, or `salesdwh backfill --truncate` to reload the facts from scratch",
+            ),
+            PipelineError::ResumeMismatch { .. } => Some(
+                "rerun with the same --from/--to/--batch-rows to resume it, or add --truncate to start over",
+            ),
+            PipelineError::State(StateError::Locked { .. }) => {
+                Some("wait for the other run to finish; nothing was changed")
+            }
+            PipelineError::Load(_)
+            | PipelineError::Extract(_)
+            | PipelineError::Connect(_)
+            | PipelineError::State(StateError::LockLost) => {
+                Some("rerun the same command when the servers are reachable: finished work is kept")
+            }
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! The run summaries printed on stdout at the end of a command: per source
+//! table rows read, loaded and rejected, rejects by reason, references
+//! loaded as -1, phases, elapsed and rows/s.
+
+use std::fmt::Write as _;
+
+use crate::config::Settings;
+use crate::pipeline::backfill::BackfillReport;
+use crate::schema::OLTP;
+use crate::transform::RunStats;
+
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// The per-table table and the reject/unresolved lines.
+pub fn tables(prefix: &str, stats: &RunStats) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{prefix}   {:<12} {:>12} {:>12} {:>10}",
+        "table", "read", "loaded", "rejected"
+    );
+    for table in OLTP.tables {
+        if let Some(t) = stats.tables.get(table.name) {
+            let loaded = if table.name == "orders" {
+                "-".to_string()
+            } else {
+                thousands(t.loaded)
+            };
+            let _ = writeln!(
+                out,
+                "{prefix}   {:<12} {:>12} {:>12} {:>10}",
+                table.name,
+                thousands(t.read),
+                loaded,
+                thousands(t.rejected_total())
+            );
+        }
+    }
+    for table in OLTP.tables {
+        if let Some(t) = stats.tables.get(table.name) {
+            for (reason, n) in &t.rejected {
+                let _ = writeln!(
+                    out,
+                    "{prefix}   rejected {reason:<26} {n:>8}  ({})",
+                    table.name
+                );
+            }
+        }
+    }
+    for table in OLTP.tables {
+        if let Some(t) = stats.tables.get(table.name) {
+            for (what, n) in &t.unresolved {
+                let _ = writeln!(
+                    out,
+                    "{prefix}   loaded with key -1: {what:<20} {n:>8}  ({})",
+                    table.name
+                );
+            }
+        }
+    }
+    out
+}
+
+pub fn backfill(report: &BackfillReport, settings: &Settings) -> String {
+    let mut out = String::new();
+    let secs = report.elapsed.as_secs_f64().max(1e-9);
+    let (read, loaded, rejected) = report.stats.totals();
+    let facts = report
+        .stats
+        .tables
+        .get("order_items")
+        .map_or(0, |t| t.loaded);
+    let _ = writeln!(
+        out,
+        "backfill: run {} succeeded: {} into {} in {secs:.2} s",
+        report.run_id, settings.mysql, settings.postgres
+    );
+    let _ = writeln!(
+        out,
+        "backfill:   {} chunks ({} resumed from an earlier attempt); phases: {}",
+        report.chunks,
+        report.resumed_chunks,
+        report
+            .phases
+            .iter()
+            .map(|(name, d)| format!("{name} {:.2} s", d.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    out.push_str(&tables("backfill:", &report.stats));
+    let _ = writeln!(
+        out,
+        "backfill: {} source rows read, {} loaded, {} rejected; {:.0} source rows/s, {:.0} fact_sales rows/s",
+        thousands(read),
+        thousands(loaded),
+        thousands(rejected),
+        read as f64 / secs,
+        facts as f64 / secs
+    );
+    if !report.refreshed_marts.is_empty() {
+        let _ = writeln!(
+            out,
+            "backfill: refreshed {} marts",
+            report.refreshed_marts.len()
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(super::thousands(0), "0");
+        assert_eq!(super::thousands(999), "999");
+        assert_eq!(super::thousands(1000), "1,000");
+        assert_eq!(super::thousands(1234567), "1,234,567");
+    }
+}

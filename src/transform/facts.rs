@@ -1,0 +1,609 @@
+//! One order_id range → fact_sales and fact_payments rows (binary COPY) and
+//! rejects. Orders are resolved in Rust (their keys, their status and
+//! dates, per SPEC §5); items and payments are joined to them and to the
+//! products in polars, which also decides each row's reject reason and
+//! computes the measures on integer cents:
+//!
+//! ```text
+//! gross    = quantity * unit_price                 (cents)
+//! discount = (gross * discount_rate + 5000) / 10000 (rate in 1/10000; gross >= 0 here,
+//!                                                   so this is half away from zero)
+//! revenue  = gross - discount;  cost = quantity * unit_cost;  margin = revenue - cost
+//! ```
+//!
+//! Every operand is bounded before it is multiplied (an item whose revenue or
+//! cost would not fit NUMERIC(14,2) is rejected), so no product overflows.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use polars::prelude::*;
+use serde_json::json;
+
+use super::{date_key, unix_days, Keys, Reject, RunStats, TransformError};
+use crate::extract::value::format_units;
+use crate::extract::{FactChunk, Ts};
+use crate::load::copy::CopyBuf;
+use crate::quality::{RejectReason, Unresolved, ORDER_STATUSES, PAYMENT_METHODS};
+use crate::schema::oltp;
+
+/// |amount| must stay below 10^12 currency units: NUMERIC(14,2) in cents.
+const AMOUNT_LIMIT_CENTS: i64 = 100_000_000_000_000;
+const UNKNOWN: i32 = -1;
+
+/// fact_sales columns in COPY order (the model's load columns).
+pub const SALES_COLUMNS: [&str; 17] = [
+    "order_item_id",
+    "order_id",
+    "date_key",
+    "product_key",
+    "customer_key",
+    "employee_key",
+    "region_key",
+    "category_key",
+    "order_status",
+    "ordered_at",
+    "completed_at",
+    "quantity",
+    "unit_price",
+    "revenue",
+    "discount_amount",
+    "cost",
+    "margin",
+];
+/// fact_payments columns in COPY order.
+pub const PAYMENT_COLUMNS: [&str; 6] = [
+    "payment_id",
+    "order_id",
+    "date_key",
+    "customer_key",
+    "method",
+    "amount",
+];
+
+fn code(reason: RejectReason) -> i32 {
+    RejectReason::ALL
+        .iter()
+        .position(|r| *r == reason)
+        .map_or(0, |i| i as i32 + 1)
+}
+
+fn reason_of(code: i32) -> Option<RejectReason> {
+    usize::try_from(code - 1)
+        .ok()
+        .and_then(|i| RejectReason::ALL.get(i).copied())
+}
+
+/// What every chunk of a run shares.
+pub struct FactContext {
+    pub keys: Arc<Keys>,
+    products: DataFrame,
+    /// Orders dated after this instant (µs) are in the future (now + 1 day).
+    pub future_after: i64,
+    /// `--from/--to` as a half-open µs range on order_date.
+    pub window: Option<(i64, i64)>,
+}
+
+impl FactContext {
+    pub fn new(keys: Arc<Keys>, future_after: i64, window: Option<(i64, i64)>) -> Self {
+        let mut ids = Vec::with_capacity(keys.product.len());
+        let mut pkeys = Vec::with_capacity(keys.product.len());
+        let mut cats = Vec::with_capacity(keys.product.len());
+        let mut costs = Vec::with_capacity(keys.product.len());
+        let mut qty_limit = Vec::with_capacity(keys.product.len());
+        for (id, p) in &keys.product {
+            ids.push(*id);
+            pkeys.push(p.key);
+            cats.push(p.category_key);
+            costs.push(p.unit_cost);
+            // The largest quantity whose cost still fits NUMERIC(14,2).
+            qty_limit.push(if p.unit_cost > 0 {
+                (AMOUNT_LIMIT_CENTS - 1) / p.unit_cost
+            } else {
+                i64::MAX
+            });
+        }
+        let n = ids.len();
+        let products = DataFrame::new(
+            n,
+            vec![
+                Column::new("product_id".into(), ids),
+                Column::new("p_key".into(), pkeys),
+                Column::new("p_category_key".into(), cats),
+                Column::new("p_unit_cost".into(), costs),
+                Column::new("p_qty_limit".into(), qty_limit),
+            ],
+        )
+        .expect("columns of equal length");
+        FactContext {
+            keys,
+            products,
+            future_after,
+            window,
+        }
+    }
+}
+
+/// The warehouse rows of one chunk.
+pub struct FactOutput {
+    pub sales: Bytes,
+    pub sales_rows: u64,
+    pub payments: Bytes,
+    pub payment_rows: u64,
+    pub item_rejects: Vec<Reject>,
+    pub payment_rejects: Vec<Reject>,
+    pub stats: RunStats,
+    /// Smallest and largest day (since 1970) of any date_key written.
+    pub days: Option<(i32, i32)>,
+}
+
+struct Orders {
+    df: DataFrame,
+    /// Orders outside `--from/--to`: their items and payments are not in scope.
+    skipped: std::collections::HashSet<i64>,
+}
+
+fn resolve_orders(chunk: &FactChunk, ctx: &FactContext, stats: &mut RunStats) -> Orders {
+    let keys = &ctx.keys;
+    let n = chunk.orders.len();
+    let mut skipped = std::collections::HashSet::new();
+    let (mut id, mut cust, mut emp, mut region) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut dkey, mut status, mut ordered, mut completed, mut reason) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let st = stats.table(oltp::ORDERS.name);
+    for o in &chunk.orders {
+        if let Some((from, to)) = ctx.window {
+            if !o.order_date.micros().is_some_and(|t| t >= from && t < to) {
+                skipped.insert(o.order_id);
+                continue;
+            }
+        }
+        st.read += 1;
+        let status_idx = ORDER_STATUSES.iter().position(|s| *s == o.status);
+        let why = match (status_idx, &o.order_date) {
+            (None, _) => code(RejectReason::OrderBadStatus),
+            (Some(_), Ts::At(t)) if *t > ctx.future_after => code(RejectReason::OrderFutureDate),
+            (Some(_), Ts::At(_)) => 0,
+            (Some(_), _) => code(RejectReason::OrderBadDate),
+        };
+        let customer_key = keys
+            .customer
+            .get(&o.customer_id)
+            .copied()
+            .unwrap_or_else(|| {
+                st.unresolved(Unresolved::Customer);
+                i64::from(UNKNOWN)
+            });
+        let employee_key = match o.employee_id {
+            None => UNKNOWN,
+            Some(e) => keys.employee.get(&e).copied().unwrap_or_else(|| {
+                st.unresolved(Unresolved::Employee);
+                UNKNOWN
+            }),
+        };
+        let region_key = keys.region.get(&o.region_id).copied().unwrap_or_else(|| {
+            st.unresolved(Unresolved::Region);
+            UNKNOWN
+        });
+        id.push(o.order_id);
+        cust.push(customer_key);
+        emp.push(employee_key);
+        region.push(region_key);
+        dkey.push(
+            o.order_date
+                .micros()
+                .map_or(UNKNOWN, |t| date_key(unix_days(t))),
+        );
+        status.push(status_idx.map_or(-1, |i| i as i32));
+        ordered.push(o.order_date.micros());
+        completed.push(o.completed_at.micros());
+        reason.push(why);
+    }
+    let rows = id.len();
+    let df = DataFrame::new(
+        rows,
+        vec![
+            Column::new("order_id".into(), id),
+            Column::new("o_customer_key".into(), cust),
+            Column::new("o_employee_key".into(), emp),
+            Column::new("o_region_key".into(), region),
+            Column::new("o_date_key".into(), dkey),
+            Column::new("o_status".into(), status),
+            Column::new("o_ordered_at".into(), ordered),
+            Column::new("o_completed_at".into(), completed),
+            Column::new("o_reason".into(), reason),
+        ],
+    )
+    .expect("columns of equal length");
+    Orders { df, skipped }
+}
+
+fn left_join(left: &DataFrame, right: &DataFrame, on: &str) -> PolarsResult<DataFrame> {
+    let mut args = JoinArgs::new(JoinType::Left);
+    args.maintain_order = MaintainOrderJoin::Left;
+    left.join(right, [on], [on], args, None)
+}
+
+/// `reason` where `mask` holds, else the reason so far.
+fn overrule(
+    so_far: Int32Chunked,
+    mask: &BooleanChunked,
+    reason: RejectReason,
+) -> PolarsResult<Int32Chunked> {
+    let mask = mask.fill_null_with_values(false)?;
+    let this = Int32Chunked::full("reason".into(), code(reason), so_far.len());
+    this.zip_with(&mask, &so_far)
+}
+
+fn col_i64<'a>(df: &'a DataFrame, name: &str) -> PolarsResult<&'a Int64Chunked> {
+    df.column(name)?.i64()
+}
+
+fn col_i32<'a>(df: &'a DataFrame, name: &str) -> PolarsResult<&'a Int32Chunked> {
+    df.column(name)?.i32()
+}
+
+/// Transforms one chunk. Pure: the same chunk and context give the same
+/// output.
+pub fn transform(chunk: &FactChunk, ctx: &FactContext) -> Result<FactOutput, TransformError> {
+    transform_inner(chunk, ctx).map_err(|source| TransformError::Polars {
+        lo: chunk.lo,
+        hi: chunk.hi,
+        source,
+    })
+}
+
+fn transform_inner(chunk: &FactChunk, ctx: &FactContext) -> PolarsResult<FactOutput> {
+    let mut stats = RunStats::default();
+    let orders = resolve_orders(chunk, ctx, &mut stats);
+    let mut days: Option<(i32, i32)> = None;
+    let mut see_day = |d: i32| {
+        days = Some(days.map_or((d, d), |(a, b)| (a.min(d), b.max(d))));
+    };
+
+    // ---- order items
+    let items: Vec<&crate::extract::OrderItem> = chunk
+        .items
+        .iter()
+        .filter(|i| !orders.skipped.contains(&i.order_id))
+        .collect();
+    // In a windowed run, items whose order is missing cannot be dated: out of scope.
+    let items: Vec<&crate::extract::OrderItem> = if ctx.window.is_some() {
+        let present: std::collections::HashSet<i64> = chunk
+            .orders
+            .iter()
+            .map(|o| o.order_id)
+            .filter(|id| !orders.skipped.contains(id))
+            .collect();
+        items
+            .into_iter()
+            .filter(|i| present.contains(&i.order_id))
+            .collect()
+    } else {
+        items
+    };
+    let n = items.len();
+    let items_df = DataFrame::new(
+        n,
+        vec![
+            Column::new(
+                "order_item_id".into(),
+                items.iter().map(|i| i.order_item_id).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "order_id".into(),
+                items.iter().map(|i| i.order_id).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "product_id".into(),
+                items.iter().map(|i| i.product_id).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "quantity".into(),
+                items.iter().map(|i| i.quantity).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "unit_price".into(),
+                items.iter().map(|i| i.unit_price).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "discount".into(),
+                items.iter().map(|i| i.discount).collect::<Vec<_>>(),
+            ),
+            // quantity * unit_price fits NUMERIC(14,2): checked here, where
+            // the product cannot overflow.
+            Column::new(
+                "i_fits".into(),
+                items
+                    .iter()
+                    .map(|i| {
+                        i.quantity
+                            .checked_mul(i.unit_price)
+                            .is_some_and(|g| g.abs() < AMOUNT_LIMIT_CENTS)
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+        ],
+    )?;
+    let joined = left_join(
+        &left_join(&items_df, &orders.df, "order_id")?,
+        &ctx.products,
+        "product_id",
+    )?;
+
+    let q = col_i64(&joined, "quantity")?;
+    let price = col_i64(&joined, "unit_price")?;
+    let disc = col_i64(&joined, "discount")?;
+    let o_reason = col_i32(&joined, "o_reason")?;
+    let qty_limit = col_i64(&joined, "p_qty_limit")?;
+    let fits = joined.column("i_fits")?.bool()?;
+    let out_of_range = &(!fits) | &q.gt(qty_limit);
+
+    // Lowest priority first: each later rule overrules the ones before.
+    let mut reason = Int32Chunked::full("reason".into(), 0, joined.height());
+    reason = overrule(reason, &out_of_range, RejectReason::ItemAmountOutOfRange)?;
+    let order_bad = o_reason.gt(0).fill_null_with_values(false)?;
+    reason = o_reason
+        .fill_null_with_values(0)?
+        .zip_with(&order_bad, &reason)?;
+    reason = overrule(
+        reason,
+        &joined.column("p_key")?.is_null(),
+        RejectReason::ItemMissingProduct,
+    )?;
+    reason = overrule(
+        reason,
+        &joined.column("o_reason")?.is_null(),
+        RejectReason::ItemMissingOrder,
+    )?;
+    reason = overrule(
+        reason,
+        &(&disc.lt(0) | &disc.gt_eq(10_000)),
+        RejectReason::ItemBadDiscount,
+    )?;
+    reason = overrule(reason, &price.lt(0), RejectReason::ItemBadUnitPrice)?;
+    reason = overrule(reason, &q.lt_eq(0), RejectReason::ItemBadQuantity)?;
+
+    let item_st = stats.table(oltp::ORDER_ITEMS.name);
+    item_st.read = n as u64;
+    let mut rejected_items: HashMap<i64, RejectReason> = HashMap::new();
+    for (id, r) in col_i64(&joined, "order_item_id")?
+        .into_no_null_iter()
+        .zip(reason.into_no_null_iter())
+    {
+        if let Some(r) = reason_of(r) {
+            rejected_items.insert(id, r);
+            item_st.reject(r);
+        }
+    }
+    let good = joined.filter(&reason.equal(0))?;
+
+    // Measures on the accepted rows (all operands non-negative and bounded).
+    let gs = |name: &str| -> PolarsResult<Series> {
+        Ok(good.column(name)?.as_materialized_series().clone())
+    };
+    let (qs, ps, ds, cs) = (
+        gs("quantity")?,
+        gs("unit_price")?,
+        gs("discount")?,
+        gs("p_unit_cost")?,
+    );
+    let gross = (&qs * &ps)?;
+    let discount_amount = &(&(&gross * &ds)? + 5_000i64) / 10_000i64;
+    let revenue = (&gross - &discount_amount)?;
+    let cost = (&qs * &cs)?;
+    let margin = (&revenue - &cost)?;
+
+    let mut sales = CopyBuf::new();
+    {
+        let ids = col_i64(&good, "order_item_id")?;
+        let order_ids = col_i64(&good, "order_id")?;
+        let dkeys = col_i32(&good, "o_date_key")?;
+        let pkeys = col_i64(&good, "p_key")?;
+        let ckeys = col_i64(&good, "o_customer_key")?;
+        let ekeys = col_i32(&good, "o_employee_key")?;
+        let rkeys = col_i32(&good, "o_region_key")?;
+        let catkeys = col_i32(&good, "p_category_key")?;
+        let status = col_i32(&good, "o_status")?;
+        let ordered = col_i64(&good, "o_ordered_at")?;
+        let completed = col_i64(&good, "o_completed_at")?;
+        let qty = qs.i64()?;
+        let unit_price = ps.i64()?;
+        let (rev, dis, cst, mar) = (
+            revenue.i64()?,
+            discount_amount.i64()?,
+            cost.i64()?,
+            margin.i64()?,
+        );
+        for i in 0..good.height() {
+            let get = |ca: &Int64Chunked| ca.get(i).unwrap_or_default();
+            let get32 = |ca: &Int32Chunked| ca.get(i).unwrap_or_default();
+            sales.row(SALES_COLUMNS.len() as i16);
+            sales.i64(get(ids));
+            sales.i64(get(order_ids));
+            sales.i32(get32(dkeys));
+            sales.i64(get(pkeys));
+            sales.i64(get(ckeys));
+            sales.i32(get32(ekeys));
+            sales.i32(get32(rkeys));
+            sales.i32(get32(catkeys));
+            let s = usize::try_from(get32(status)).unwrap_or(0);
+            sales.text(ORDER_STATUSES[s.min(ORDER_STATUSES.len() - 1)]);
+            let t = get(ordered);
+            see_day(unix_days(t));
+            sales.timestamptz(t);
+            sales.opt_timestamptz(completed.get(i));
+            sales.i32(get(qty) as i32);
+            sales.numeric(get(unit_price), 2);
+            sales.numeric(get(rev), 2);
+            sales.numeric(get(dis), 2);
+            sales.numeric(get(cst), 2);
+            sales.numeric(get(mar), 2);
+        }
+    }
+    let sales_rows = sales.rows();
+    stats.table(oltp::ORDER_ITEMS.name).loaded = sales_rows;
+
+    let item_rejects = chunk
+        .items
+        .iter()
+        .filter_map(|i| {
+            rejected_items.get(&i.order_item_id).map(|r| Reject {
+                reason: *r,
+                source_pk: i.order_item_id,
+                payload: json!({
+                    "order_item_id": i.order_item_id,
+                    "order_id": i.order_id,
+                    "product_id": i.product_id,
+                    "quantity": i.quantity,
+                    "unit_price": format_units(i.unit_price, 2),
+                    "discount": format_units(i.discount, 4),
+                    "updated_at": crate::extract::value::format_micros(i.updated_at),
+                }),
+            })
+        })
+        .collect();
+
+    // ---- payments
+    let in_scope: Vec<&crate::extract::Payment> = chunk
+        .payments
+        .iter()
+        .filter(|p| !orders.skipped.contains(&p.order_id))
+        .collect();
+    let pay_df = DataFrame::new(
+        in_scope.len(),
+        vec![
+            Column::new(
+                "payment_id".into(),
+                in_scope.iter().map(|p| p.payment_id).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "order_id".into(),
+                in_scope.iter().map(|p| p.order_id).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "amount".into(),
+                in_scope.iter().map(|p| p.amount).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "method".into(),
+                in_scope
+                    .iter()
+                    .map(|p| {
+                        PAYMENT_METHODS
+                            .iter()
+                            .position(|m| *m == p.method)
+                            .map_or(-1, |i| i as i32)
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "paid_day".into(),
+                in_scope
+                    .iter()
+                    .map(|p| p.paid_at.micros().map(unix_days))
+                    .collect::<Vec<_>>(),
+            ),
+        ],
+    )?;
+    let order_keys = orders.df.select(["order_id", "o_customer_key"])?;
+    let pj = left_join(&pay_df, &order_keys, "order_id")?;
+    let amount = col_i64(&pj, "amount")?;
+    let method = col_i32(&pj, "method")?;
+    let mut preason = Int32Chunked::full("reason".into(), 0, pj.height());
+    preason = overrule(
+        preason,
+        &pj.column("paid_day")?.is_null(),
+        RejectReason::PaymentBadPaidAt,
+    )?;
+    preason = overrule(
+        preason,
+        &pj.column("o_customer_key")?.is_null(),
+        RejectReason::PaymentMissingOrder,
+    )?;
+    preason = overrule(preason, &method.lt(0), RejectReason::PaymentBadMethod)?;
+    preason = overrule(preason, &amount.lt_eq(0), RejectReason::PaymentBadAmount)?;
+    // In a windowed run a payment without an order cannot be dated: out of scope.
+    let pay_st = stats.table(oltp::PAYMENTS.name);
+    let mut rejected_pay: HashMap<i64, RejectReason> = HashMap::new();
+    let mut read = 0u64;
+    for (id, r) in col_i64(&pj, "payment_id")?
+        .into_no_null_iter()
+        .zip(preason.into_no_null_iter())
+    {
+        let r = reason_of(r);
+        if ctx.window.is_some() && r == Some(RejectReason::PaymentMissingOrder) {
+            continue;
+        }
+        read += 1;
+        if let Some(r) = r {
+            rejected_pay.insert(id, r);
+            pay_st.reject(r);
+        }
+    }
+    pay_st.read = read;
+    let pgood = pj.filter(&preason.equal(0))?;
+    let mut payments = CopyBuf::new();
+    {
+        let ids = col_i64(&pgood, "payment_id")?;
+        let order_ids = col_i64(&pgood, "order_id")?;
+        let day = col_i32(&pgood, "paid_day")?;
+        let ckeys = col_i64(&pgood, "o_customer_key")?;
+        let method = col_i32(&pgood, "method")?;
+        let amount = col_i64(&pgood, "amount")?;
+        for i in 0..pgood.height() {
+            payments.row(PAYMENT_COLUMNS.len() as i16);
+            payments.i64(ids.get(i).unwrap_or_default());
+            payments.i64(order_ids.get(i).unwrap_or_default());
+            let d = day.get(i).unwrap_or_default();
+            see_day(d);
+            payments.i32(date_key(d));
+            payments.i64(ckeys.get(i).unwrap_or_default());
+            let m = usize::try_from(method.get(i).unwrap_or_default()).unwrap_or(0);
+            payments.text(PAYMENT_METHODS[m.min(PAYMENT_METHODS.len() - 1)]);
+            payments.numeric(amount.get(i).unwrap_or_default(), 2);
+        }
+    }
+    let payment_rows = payments.rows();
+    stats.table(oltp::PAYMENTS.name).loaded = payment_rows;
+    let payment_rejects = chunk
+        .payments
+        .iter()
+        .filter_map(|p| {
+            rejected_pay.get(&p.payment_id).map(|r| Reject {
+                reason: *r,
+                source_pk: p.payment_id,
+                payload: json!({
+                    "payment_id": p.payment_id,
+                    "order_id": p.order_id,
+                    "method": p.method,
+                    "amount": format_units(p.amount, 2),
+                    "paid_at": p.paid_at.to_json(),
+                    "updated_at": crate::extract::value::format_micros(p.updated_at),
+                }),
+            })
+        })
+        .collect();
+
+    Ok(FactOutput {
+        sales: sales.finish(),
+        sales_rows,
+        payments: payments.finish(),
+        payment_rows,
+        item_rejects,
+        payment_rejects,
+        stats,
+        days,
+    })
+}

@@ -1,0 +1,498 @@
+//! `salesdwh backfill` against real MariaDB and PostgreSQL: every row equal
+//! to an independent SQL computation of SPEC §2 (done in MySQL), the
+//! accounting invariant, rejects exactly as planted, and resumption after
+//! kill -9 or a lost connection giving the uninterrupted warehouse.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+
+use mysql_async::prelude::Queryable;
+
+use crate::support::{fingerprint, run_expect, stderr, stdout, wait_for, TestDbs};
+
+fn initialised() -> TestDbs {
+    TestDbs::initialised("2024-01-01", "2026-12-31")
+}
+
+fn seed(dbs: &TestDbs, items: &str, extra: &[&str]) -> String {
+    let mut cmd = dbs.salesdwh();
+    cmd.args([
+        "seed",
+        "--order-items",
+        items,
+        "--seed",
+        "11",
+        "--end-date",
+        "2026-09-30",
+    ])
+    .args(extra);
+    stdout(&run_expect(&mut cmd, 0))
+}
+
+fn backfill(dbs: &TestDbs, extra: &[&str]) -> std::process::Output {
+    let mut cmd = dbs.salesdwh();
+    cmd.arg("backfill").args(extra);
+    run_expect(&mut cmd, 0)
+}
+
+/// Rows of a MySQL query as key → "v1|v2|…" (NULL as "NULL").
+async fn my_rows(my: &mut mysql_async::Conn, sql: &str) -> BTreeMap<String, String> {
+    let rows: Vec<mysql_async::Row> = my.query(sql).await.unwrap();
+    rows.into_iter()
+        .map(|row| {
+            let values: Vec<String> = row
+                .unwrap()
+                .into_iter()
+                .map(|v| match v {
+                    mysql_async::Value::NULL => "NULL".to_string(),
+                    mysql_async::Value::Bytes(b) => String::from_utf8(b).unwrap(),
+                    other => other.as_sql(true),
+                })
+                .collect();
+            (values[0].clone(), values[1..].join("|"))
+        })
+        .collect()
+}
+
+/// Rows of a PostgreSQL query (every column cast to text) the same way.
+async fn pg_rows(pg: &tokio_postgres::Client, sql: &str) -> BTreeMap<String, String> {
+    pg.query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+        .iter()
+        .map(|row| {
+            let values: Vec<String> = (0..row.len())
+                .map(|i| {
+                    row.get::<_, Option<String>>(i)
+                        .unwrap_or_else(|| "NULL".into())
+                })
+                .collect();
+            (values[0].clone(), values[1..].join("|"))
+        })
+        .collect()
+}
+
+fn assert_same(what: &str, expected: &BTreeMap<String, String>, actual: &BTreeMap<String, String>) {
+    let missing: Vec<_> = expected
+        .keys()
+        .filter(|k| !actual.contains_key(*k))
+        .take(5)
+        .collect();
+    let extra: Vec<_> = actual
+        .keys()
+        .filter(|k| !expected.contains_key(*k))
+        .take(5)
+        .collect();
+    let differ: Vec<_> = expected
+        .iter()
+        .filter(|(k, v)| actual.get(*k).is_some_and(|a| a != *v))
+        .take(5)
+        .map(|(k, v)| format!("{k}: expected {v}, got {}", actual[k]))
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty() && differ.is_empty(),
+        "{what}: {} expected, {} loaded; missing {missing:?}; extra {extra:?}; differ {differ:#?}",
+        expected.len(),
+        actual.len()
+    );
+}
+
+/// The planted rejects from `seed --expect-file`: (table:pk) → code.
+fn expected_rejects(path: &std::path::Path) -> BTreeMap<String, String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[0] == "reject").then(|| (format!("{}:{}", f[1], f[2]), f[3].to_string()))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_row_matches_spec_to_the_cent() {
+    let dbs = initialised();
+    let expect = dbs.workdir.path().join("expect.tsv");
+    seed(
+        &dbs,
+        "12000",
+        &["--bad-rows", "3", "--expect-file", expect.to_str().unwrap()],
+    );
+    let out = backfill(&dbs, &["--batch-rows", "3000"]);
+    let summary = stdout(&out);
+    assert!(summary.contains("succeeded"), "{summary}");
+    assert!(summary.contains("rejected item_bad_quantity"), "{summary}");
+
+    let mut my = dbs.my().await;
+    let pg = dbs.pg().await;
+
+    // Rejects: exactly the planted set, with the planted reasons, all open.
+    let rejects = pg_rows(
+        &pg,
+        "SELECT source_table || ':' || source_pk, reason FROM dwh.etl_rejects WHERE resolved_run IS NULL",
+    )
+    .await;
+    assert_same("rejects", &expected_rejects(&expect), &rejects);
+    let rejected_items: Vec<String> = rejects
+        .keys()
+        .filter_map(|k| k.strip_prefix("order_items:").map(str::to_string))
+        .collect();
+    let rejected_payments: Vec<String> = rejects
+        .keys()
+        .filter_map(|k| k.strip_prefix("payments:").map(str::to_string))
+        .collect();
+
+    // Facts, computed independently in MySQL (exact DECIMAL, ROUND half away from zero).
+    let expected_sales = my_rows(
+        &mut my,
+        &format!(
+            "SELECT i.order_item_id, i.order_id, DATE_FORMAT(o.order_date, '%Y%m%d'), i.product_id, \
+             COALESCE(c.customer_id, -1), COALESCE(e.employee_id, -1), COALESCE(r.region_id, -1), \
+             COALESCE(cat.category_id, -1), o.status, DATE_FORMAT(o.order_date, '%Y-%m-%d %H:%i:%s.%f'), \
+             COALESCE(DATE_FORMAT(o.completed_at, '%Y-%m-%d %H:%i:%s.%f'), 'NULL'), i.quantity, i.unit_price, \
+             i.quantity * i.unit_price - ROUND(i.quantity * i.unit_price * i.discount, 2), \
+             ROUND(i.quantity * i.unit_price * i.discount, 2), i.quantity * p.unit_cost, \
+             i.quantity * i.unit_price - ROUND(i.quantity * i.unit_price * i.discount, 2) - i.quantity * p.unit_cost \
+             FROM order_items i JOIN orders o ON o.order_id = i.order_id JOIN products p ON p.product_id = i.product_id \
+             LEFT JOIN customers c ON c.customer_id = o.customer_id LEFT JOIN employees e ON e.employee_id = o.employee_id \
+             LEFT JOIN regions r ON r.region_id = o.region_id LEFT JOIN categories cat ON cat.category_id = p.category_id \
+             WHERE i.order_item_id NOT IN ({})",
+            rejected_items.join(",")
+        ),
+    )
+    .await;
+    let loaded_sales = pg_rows(
+        &pg,
+        "SELECT f.order_item_id::text, f.order_id::text, f.date_key::text, p.product_id::text, c.customer_id::text, \
+         e.employee_id::text, r.region_id::text, cat.category_id::text, f.order_status, \
+         to_char(f.ordered_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), \
+         coalesce(to_char(f.completed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), 'NULL'), \
+         f.quantity::text, f.unit_price::text, f.revenue::text, f.discount_amount::text, f.cost::text, f.margin::text \
+         FROM dwh.fact_sales f JOIN dwh.dim_product p ON p.product_key = f.product_key \
+         JOIN dwh.dim_customer c ON c.customer_key = f.customer_key JOIN dwh.dim_employee e ON e.employee_key = f.employee_key \
+         JOIN dwh.dim_region r ON r.region_key = f.region_key JOIN dwh.dim_category cat ON cat.category_key = f.category_key",
+    )
+    .await;
+    assert!(expected_sales.len() > 11_000, "{}", expected_sales.len());
+    assert_same("fact_sales", &expected_sales, &loaded_sales);
+
+    let expected_payments = my_rows(
+        &mut my,
+        &format!(
+            "SELECT pay.payment_id, pay.order_id, DATE_FORMAT(pay.paid_at, '%Y%m%d'), COALESCE(c.customer_id, -1), \
+             pay.method, pay.amount FROM payments pay JOIN orders o ON o.order_id = pay.order_id \
+             LEFT JOIN customers c ON c.customer_id = o.customer_id WHERE pay.payment_id NOT IN ({})",
+            rejected_payments.join(",")
+        ),
+    )
+    .await;
+    let loaded_payments = pg_rows(
+        &pg,
+        "SELECT f.payment_id::text, f.order_id::text, f.date_key::text, c.customer_id::text, f.method, f.amount::text \
+         FROM dwh.fact_payments f JOIN dwh.dim_customer c USING (customer_key)",
+    )
+    .await;
+    assert_same("fact_payments", &expected_payments, &loaded_payments);
+
+    // Dimensions, text as it is (Cyrillic and emoji included).
+    let expected_customers = my_rows(
+        &mut my,
+        "SELECT c.customer_id, CONCAT(c.first_name, ' ', c.last_name), COALESCE(c.email, 'NULL'), \
+         COALESCE(c.phone, 'NULL'), COALESCE(c.city, 'NULL'), COALESCE(r.region_id, -1), c.segment, \
+         DATE_FORMAT(c.registered_at, '%Y-%m-%d %H:%i:%s.%f') FROM customers c LEFT JOIN regions r USING (region_id)",
+    )
+    .await;
+    let loaded_customers = pg_rows(
+        &pg,
+        "SELECT c.customer_id::text, c.full_name, coalesce(c.email, 'NULL'), coalesce(c.phone, 'NULL'), \
+         coalesce(c.city, 'NULL'), r.region_id::text, c.segment, \
+         to_char(c.registered_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') \
+         FROM dwh.dim_customer c JOIN dwh.dim_region r USING (region_key) WHERE c.customer_id <> -1",
+    )
+    .await;
+    assert_same("dim_customer", &expected_customers, &loaded_customers);
+    assert!(loaded_customers
+        .values()
+        .any(|v| v.chars().any(|c| ('А'..='я').contains(&c))));
+    assert!(loaded_customers
+        .values()
+        .any(|v| v.chars().any(|c| c as u32 >= 0x1F300)));
+    let expected_products = my_rows(
+        &mut my,
+        "SELECT p.product_id, p.sku, p.name, COALESCE(c.category_id, -1), COALESCE(c.name, 'Unknown'), p.unit_cost, \
+         p.list_price, IF(p.is_active, 'true', 'false') FROM products p LEFT JOIN categories c USING (category_id)",
+    )
+    .await;
+    let loaded_products = pg_rows(
+        &pg,
+        "SELECT p.product_id::text, p.sku, p.name, c.category_id::text, p.category_name, p.unit_cost::text, \
+         p.list_price::text, p.is_active::text FROM dwh.dim_product p JOIN dwh.dim_category c USING (category_key) \
+         WHERE p.product_id <> -1",
+    )
+    .await;
+    assert_same("dim_product", &expected_products, &loaded_products);
+    let expected_employees = my_rows(
+        &mut my,
+        "SELECT e.employee_id, CONCAT(e.first_name, ' ', e.last_name), COALESCE(e.email, 'NULL'), e.title, \
+         COALESCE(r.region_id, -1), e.hired_at FROM employees e LEFT JOIN regions r USING (region_id)",
+    )
+    .await;
+    let loaded_employees = pg_rows(
+        &pg,
+        "SELECT e.employee_id::text, e.full_name, coalesce(e.email, 'NULL'), e.title, r.region_id::text, \
+         e.hired_at::text FROM dwh.dim_employee e JOIN dwh.dim_region r USING (region_key) WHERE e.employee_id <> -1",
+    )
+    .await;
+    assert_same("dim_employee", &expected_employees, &loaded_employees);
+
+    // Accounting (SPEC §3.2): every source row is loaded or openly rejected.
+    for (source, fact) in [("order_items", "fact_sales"), ("payments", "fact_payments")] {
+        let source_rows: i64 = my
+            .query_first(format!("SELECT COUNT(*) FROM {source}"))
+            .await
+            .unwrap()
+            .unwrap();
+        let row = pg
+            .query_one(
+                &format!(
+                    "SELECT (SELECT count(*) FROM dwh.{fact}), \
+                     (SELECT count(*) FROM dwh.etl_rejects WHERE source_table = $1 AND resolved_run IS NULL)"
+                ),
+                &[&source],
+            )
+            .await
+            .unwrap();
+        let (loaded, open): (i64, i64) = (row.get(0), row.get(1));
+        assert_eq!(source_rows, loaded + open, "{source}");
+    }
+
+    // Online orders (NULL employee) and unresolved managers are Unassigned.
+    let online: i64 = my
+        .query_first(format!(
+            "SELECT COUNT(*) FROM order_items i JOIN orders o USING (order_id) LEFT JOIN employees e USING (employee_id) \
+             WHERE e.employee_id IS NULL AND i.order_item_id NOT IN ({})",
+            rejected_items.join(",")
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let unassigned: i64 = pg
+        .query_one(
+            "SELECT count(*) FROM dwh.fact_sales f JOIN dwh.dim_employee e USING (employee_key) \
+             WHERE e.full_name = 'Unassigned' AND e.employee_key = -1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(online > 500, "{online}");
+    assert_eq!(online, unassigned);
+
+    // The run log and the watermarks.
+    let run = pg
+        .query_one(
+            "SELECT status, rows_rejected, table_stats->'order_items'->>'read' FROM dwh.etl_runs \
+             WHERE command = 'backfill' ORDER BY run_id DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(run.get::<_, String>(0), "succeeded");
+    assert_eq!(run.get::<_, i64>(1), rejects.len() as i64);
+    let marks: i64 = pg
+        .query_one("SELECT count(*) FROM dwh.load_watermarks", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(marks, 8);
+    let leftovers: i64 = pg
+        .query_one(
+            "SELECT (SELECT count(*) FROM dwh.backfill_chunks) + (SELECT count(*) FROM dwh.backfill_state)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(leftovers, 0);
+    my.disconnect().await.unwrap();
+}
+
+/// The fact PK, indexes and FKs exist again after the bulk load.
+async fn fact_constraints(pg: &tokio_postgres::Client) -> Vec<String> {
+    pg.query(
+        "SELECT conname::text FROM pg_constraint WHERE conrelid IN ('dwh.fact_sales'::regclass, 'dwh.fact_payments'::regclass) \
+         UNION ALL SELECT indexname::text FROM pg_indexes WHERE tablename IN ('fact_sales', 'fact_payments') ORDER BY 1",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn non_empty_warehouse_needs_truncate_and_reload_is_identical() {
+    let dbs = initialised();
+    let before_constraints = fact_constraints(&dbs.pg().await).await;
+    seed(&dbs, "4000", &[]);
+    backfill(&dbs, &[]);
+    let pg = dbs.pg().await;
+    let first = fingerprint(&pg).await;
+    assert_eq!(fact_constraints(&pg).await, before_constraints);
+    assert!(first
+        .iter()
+        .any(|(t, n, _)| t == "fact_sales" && *n == 4000));
+
+    let mut cmd = dbs.salesdwh();
+    let out = run_expect(cmd.arg("backfill"), 2);
+    let err = stderr(&out);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("already holds facts") && err.contains("--truncate"),
+        "{err}"
+    );
+    assert_eq!(fingerprint(&pg).await, first);
+
+    backfill(
+        &dbs,
+        &["--truncate", "--workers", "3", "--batch-rows", "500"],
+    );
+    assert_eq!(fingerprint(&pg).await, first);
+    assert_eq!(fact_constraints(&pg).await, before_constraints);
+}
+
+/// Starts a backfill, waits until `sql` reaches `at_least`, kills it with
+/// SIGKILL. Returns what `sql` showed.
+async fn kill_when(dbs: &TestDbs, pg: &tokio_postgres::Client, sql: &str, at_least: i64) -> i64 {
+    let mut child = dbs
+        .salesdwh()
+        .args([
+            "backfill",
+            "--workers",
+            "2",
+            "--batch-rows",
+            "300",
+            "--no-refresh-marts",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let seen = wait_for(pg, sql, at_least, &mut child).await;
+    let _ = child.kill(); // SIGKILL
+    let _ = child.wait();
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_at_any_point_then_rerun_gives_the_uninterrupted_warehouse() {
+    let reference = initialised();
+    seed(&reference, "30000", &["--bad-rows", "2"]);
+    backfill(&reference, &[]);
+    let expected = fingerprint(&reference.pg().await).await;
+
+    let dbs = reference.second_warehouse();
+    run_expect(
+        dbs.salesdwh().args([
+            "init",
+            "--dim-date-from",
+            "2024-01-01",
+            "--dim-date-to",
+            "2026-12-31",
+        ]),
+        0,
+    );
+    let pg = dbs.pg().await;
+    let chunks = "SELECT count(*) FROM dwh.backfill_chunks";
+    // During the dimensions (state recorded, no chunk yet), then after some
+    // chunks, then after more, each time resuming the previous attempt.
+    let at_start = kill_when(&dbs, &pg, "SELECT count(*) FROM dwh.backfill_state", 1).await;
+    assert_eq!(at_start, 1);
+    let first = kill_when(&dbs, &pg, chunks, 5).await;
+    assert!(first >= 5, "{first}");
+    let second = kill_when(&dbs, &pg, chunks, first + 20).await;
+    assert!(second >= first, "{second} after {first}");
+    let out = backfill(&dbs, &["--workers", "2", "--batch-rows", "300"]);
+    let summary = stdout(&out);
+    assert!(
+        summary.contains("resumed from an earlier attempt"),
+        "{summary}"
+    );
+    assert!(!summary.contains("(0 resumed"), "{summary}");
+    assert_eq!(fingerprint(&pg).await, expected);
+    // The attempts that died are in the run log as failed.
+    let statuses: Vec<String> = pg
+        .query(
+            "SELECT status FROM dwh.etl_runs WHERE command = 'backfill' ORDER BY run_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(statuses.last().map(String::as_str), Some("succeeded"));
+    assert!(
+        statuses[..statuses.len() - 1].iter().all(|s| s == "failed"),
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lost_postgres_connection_exits_1_and_rerun_completes() {
+    let reference = initialised();
+    seed(&reference, "30000", &[]);
+    backfill(&reference, &[]);
+    let expected = fingerprint(&reference.pg().await).await;
+
+    let dbs = reference.second_warehouse();
+    run_expect(
+        dbs.salesdwh().args([
+            "init",
+            "--dim-date-from",
+            "2024-01-01",
+            "--dim-date-to",
+            "2026-12-31",
+        ]),
+        0,
+    );
+    let pg = dbs.pg().await;
+    let child = dbs
+        .salesdwh()
+        .args(["backfill", "--workers", "2", "--batch-rows", "300"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = child;
+    let seen = wait_for(
+        &pg,
+        "SELECT count(*) FROM dwh.backfill_chunks",
+        5,
+        &mut child,
+    )
+    .await;
+    assert!(seen >= 5);
+    let db = dbs.pg.database.clone().unwrap();
+    pg.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'salesdwh' AND pid <> pg_backend_pid()",
+        &[&db],
+    )
+    .await
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.contains("PostgreSQL")).count(),
+        1,
+        "{err}"
+    );
+    assert!(err.contains("rerun"), "{err}");
+    assert!(!err.contains("salesdwh:salesdwh@"), "{err}");
+
+    backfill(&dbs, &["--workers", "2", "--batch-rows", "300"]);
+    assert_eq!(fingerprint(&pg).await, expected);
+}
