@@ -62,10 +62,10 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct BackfillArgs {
-    /// Concurrent extract and load workers [env: WORKERS] [default: 2]
+    /// Concurrent extract and load workers [env: WORKERS] [default: 3]
     #[arg(long, value_name = "N")]
     pub workers: Option<String>,
-    /// Order items per chunk (one transaction each) [env: BATCH_ROWS] [default: 50000]
+    /// Order items per chunk (one transaction each) [env: BATCH_ROWS] [default: 20000]
     #[arg(long, value_name = "N")]
     pub batch_rows: Option<String>,
     /// Only orders dated on or after this day (UTC); leaves the fact watermarks alone

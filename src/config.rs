@@ -268,11 +268,11 @@ impl Settings {
             "DIM_DATE_TO",
             "2035-12-31",
         )?;
-        let workers: usize = number(pick(&raw.workers, "WORKERS"), "WORKERS", 2, 1..=32)?;
+        let workers: usize = number(pick(&raw.workers, "WORKERS"), "WORKERS", 3, 1..=32)?;
         let batch_rows: u64 = number(
             pick(&raw.batch_rows, "BATCH_ROWS"),
             "BATCH_ROWS",
-            50_000,
+            20_000,
             100..=10_000_000,
         )?;
         let lookback_secs: u64 = number(

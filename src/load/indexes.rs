@@ -12,7 +12,7 @@ use tokio_postgres::GenericClient;
 use super::{qualified, LoadError};
 use crate::connect::PgPool;
 use crate::schema::dwh::{FACT_PAYMENTS, FACT_SALES};
-use crate::schema::model::{quote_ident, Dialect, Table};
+use crate::schema::model::{ident_list, quote_ident, Dialect, Table};
 use crate::schema::{postgres, DWH};
 
 const D: Dialect = Dialect::Postgres;
@@ -62,39 +62,59 @@ pub async fn drop_fact_indexes<C: GenericClient>(client: &C) -> Result<(), LoadE
 }
 
 /// The statements that restore what [`drop_fact_indexes`] dropped and is
-/// still missing, in three waves: primary keys, then indexes, then FKs
-/// (a wave's statements are independent of each other).
-async fn missing<C: GenericClient>(client: &C) -> Result<[Vec<String>; 3], LoadError> {
-    let sql =
-        "SELECT c.conname FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace \
-               WHERE n.nspname = $1 \
-               UNION ALL SELECT indexname FROM pg_indexes WHERE schemaname = $1";
+/// still missing, in two waves. First every index, the primary keys'
+/// unique indexes included, which PostgreSQL can build side by side (they
+/// only take SHARE locks). Then the constraints, which are catalog changes:
+/// the primary key adopts its index (`USING INDEX`), and the foreign keys
+/// are added `NOT VALID`: enforced for every later insert and update, but
+/// the bulk-loaded rows are not re-checked, because the loader resolved
+/// every one of their keys from the dimension rows committed before them
+/// (re-validating 1M rows would cost a second join per FK for nothing).
+async fn missing<C: GenericClient>(client: &C) -> Result<[Vec<String>; 2], LoadError> {
     let schema = DWH.schema.unwrap_or("dwh");
-    let existing: std::collections::HashSet<String> = client
-        .query(sql, &[&schema])
-        .await
-        .map_err(LoadError::pg("reading the fact constraints"))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let mut waves: [Vec<String>; 3] = Default::default();
+    let names = |sql: &'static str| async move {
+        client
+            .query(sql, &[&schema])
+            .await
+            .map_err(LoadError::pg("reading the fact constraints"))
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| r.get::<_, String>(0))
+                    .collect::<std::collections::HashSet<String>>()
+            })
+    };
+    let constraints = names(
+        "SELECT c.conname::text FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace \
+         WHERE n.nspname = $1",
+    )
+    .await?;
+    let indexes = names("SELECT indexname::text FROM pg_indexes WHERE schemaname = $1").await?;
+    let mut waves: [Vec<String>; 2] = Default::default();
     for table in FACTS {
         let name = qualified(table);
-        if !existing.contains(&table.pk_name()) {
-            waves[0].push(format!(
-                "ALTER TABLE {name} ADD {}",
-                postgres::primary_key_constraint(table)
+        let pk = table.pk_name();
+        if !constraints.contains(&pk) {
+            if !indexes.contains(&pk) {
+                waves[0].push(format!(
+                    "CREATE UNIQUE INDEX {} ON {name} ({})",
+                    quote_ident(D, &pk),
+                    ident_list(D, table.primary_key)
+                ));
+            }
+            waves[1].push(format!(
+                "ALTER TABLE {name} ADD CONSTRAINT {0} PRIMARY KEY USING INDEX {0}",
+                quote_ident(D, &pk)
             ));
         }
         for index in table.indexes {
-            if !existing.contains(&table.index_name(index)) {
-                waves[1].push(postgres::create_index(&DWH, table, index));
+            if !indexes.contains(&table.index_name(index)) {
+                waves[0].push(postgres::create_index(&DWH, table, index));
             }
         }
         for fk in table.foreign_keys {
-            if !existing.contains(&table.fk_name(fk)) {
-                waves[2].push(format!(
-                    "ALTER TABLE {name} ADD {}",
+            if !constraints.contains(&table.fk_name(fk)) {
+                waves[1].push(format!(
+                    "ALTER TABLE {name} ADD {} NOT VALID",
                     postgres::foreign_key_constraint(&DWH, table, fk)
                 ));
             }
@@ -110,9 +130,9 @@ pub async fn rebuild_fact_indexes(pool: &PgPool, parallel: usize) -> Result<usiz
         let conn = pool.get().await.map_err(LoadError::Pool)?;
         missing(&*conn).await?
     };
-    let mut ran = 0;
-    for wave in waves {
-        ran += wave.len();
+    let [index_wave, constraint_wave] = waves;
+    let ran = index_wave.len() + constraint_wave.len();
+    for wave in [index_wave] {
         let queue = std::sync::Arc::new(std::sync::Mutex::new(wave));
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..parallel.max(1) {
@@ -135,6 +155,12 @@ pub async fn rebuild_fact_indexes(pool: &PgPool, parallel: usize) -> Result<usiz
                 Err(e) => std::panic::resume_unwind(e.into_panic()),
             }
         }
+    }
+    if !constraint_wave.is_empty() {
+        let conn = pool.get().await.map_err(LoadError::Pool)?;
+        conn.batch_execute(&constraint_wave.join(";\n"))
+            .await
+            .map_err(LoadError::pg("adding the fact constraints"))?;
     }
     Ok(ran)
 }

@@ -593,7 +593,14 @@ async fn load_facts_parallel(
             loop {
                 let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
                 let Some((lo, hi)) = next else { break };
+                let t = Instant::now();
                 let chunk = extract::read_fact_chunk(&mut conn, lo, hi).await?;
+                tracing::debug!(
+                    lo,
+                    ms = t.elapsed().as_millis() as u64,
+                    rows = chunk.source_rows(),
+                    "extracted chunk"
+                );
                 if tx.send(chunk).await.is_err() {
                     break; // loaders stopped: their error is reported
                 }
@@ -617,9 +624,12 @@ async fn load_facts_parallel(
                 let Some(chunk) = chunk else { return Ok(()) };
                 let (lo, hi) = (chunk.lo, chunk.hi);
                 let ctx = ctx.clone();
+                let t = Instant::now();
                 let out = tokio::task::spawn_blocking(move || tfacts::transform(&chunk, &ctx))
                     .await
                     .map_err(|e| PipelineError::Task(e.to_string()))??;
+                let transform_ms = t.elapsed().as_millis() as u64;
+                let t = Instant::now();
                 let chunk_stats = out.stats.clone();
                 let mut conn = pool.get().await.map_err(LoadError::Pool)?;
                 let tx = conn
@@ -631,6 +641,12 @@ async fn load_facts_parallel(
                 tx.commit()
                     .await
                     .map_err(LoadError::pg(format!("committing orders {lo}..={hi}")))?;
+                tracing::debug!(
+                    lo,
+                    transform_ms,
+                    load_ms = t.elapsed().as_millis() as u64,
+                    "loaded chunk"
+                );
                 let read = |t: &str| chunk_stats.tables.get(t).map_or(0, |s| s.read);
                 progress.add(read(oltp::ORDER_ITEMS.name), read(oltp::PAYMENTS.name));
                 stats

@@ -405,51 +405,53 @@ fn transform_inner(chunk: &FactChunk, ctx: &FactContext) -> PolarsResult<FactOut
     let cost = (&qs * &cs)?;
     let margin = (&revenue - &cost)?;
 
-    let mut sales = CopyBuf::new();
+    // About 150 bytes per fact_sales row in binary COPY.
+    let mut sales = CopyBuf::with_capacity(good.height() * 160 + 64);
     {
-        let ids = col_i64(&good, "order_item_id")?;
-        let order_ids = col_i64(&good, "order_id")?;
-        let dkeys = col_i32(&good, "o_date_key")?;
-        let pkeys = col_i64(&good, "p_key")?;
-        let ckeys = col_i64(&good, "o_customer_key")?;
-        let ekeys = col_i32(&good, "o_employee_key")?;
-        let rkeys = col_i32(&good, "o_region_key")?;
-        let catkeys = col_i32(&good, "p_category_key")?;
-        let status = col_i32(&good, "o_status")?;
-        let ordered = col_i64(&good, "o_ordered_at")?;
-        let completed = col_i64(&good, "o_completed_at")?;
-        let qty = qs.i64()?;
-        let unit_price = ps.i64()?;
+        // Plain vectors: every accepted row has an order and a product, so
+        // these columns hold no nulls (completed_at may).
+        let v64 = |ca: &Int64Chunked| -> Vec<i64> { ca.into_no_null_iter().collect() };
+        let v32 = |ca: &Int32Chunked| -> Vec<i32> { ca.into_no_null_iter().collect() };
+        let ids = v64(col_i64(&good, "order_item_id")?);
+        let order_ids = v64(col_i64(&good, "order_id")?);
+        let dkeys = v32(col_i32(&good, "o_date_key")?);
+        let pkeys = v64(col_i64(&good, "p_key")?);
+        let ckeys = v64(col_i64(&good, "o_customer_key")?);
+        let ekeys = v32(col_i32(&good, "o_employee_key")?);
+        let rkeys = v32(col_i32(&good, "o_region_key")?);
+        let catkeys = v32(col_i32(&good, "p_category_key")?);
+        let status = v32(col_i32(&good, "o_status")?);
+        let ordered = v64(col_i64(&good, "o_ordered_at")?);
+        let completed: Vec<Option<i64>> = col_i64(&good, "o_completed_at")?.iter().collect();
+        let qty = v64(qs.i64()?);
+        let unit_price = v64(ps.i64()?);
         let (rev, dis, cst, mar) = (
-            revenue.i64()?,
-            discount_amount.i64()?,
-            cost.i64()?,
-            margin.i64()?,
+            v64(revenue.i64()?),
+            v64(discount_amount.i64()?),
+            v64(cost.i64()?),
+            v64(margin.i64()?),
         );
-        for i in 0..good.height() {
-            let get = |ca: &Int64Chunked| ca.get(i).unwrap_or_default();
-            let get32 = |ca: &Int32Chunked| ca.get(i).unwrap_or_default();
+        for i in 0..ids.len() {
             sales.row(SALES_COLUMNS.len() as i16);
-            sales.i64(get(ids));
-            sales.i64(get(order_ids));
-            sales.i32(get32(dkeys));
-            sales.i64(get(pkeys));
-            sales.i64(get(ckeys));
-            sales.i32(get32(ekeys));
-            sales.i32(get32(rkeys));
-            sales.i32(get32(catkeys));
-            let s = usize::try_from(get32(status)).unwrap_or(0);
+            sales.i64(ids[i]);
+            sales.i64(order_ids[i]);
+            sales.i32(dkeys[i]);
+            sales.i64(pkeys[i]);
+            sales.i64(ckeys[i]);
+            sales.i32(ekeys[i]);
+            sales.i32(rkeys[i]);
+            sales.i32(catkeys[i]);
+            let s = usize::try_from(status[i]).unwrap_or(0);
             sales.text(ORDER_STATUSES[s.min(ORDER_STATUSES.len() - 1)]);
-            let t = get(ordered);
-            see_day(unix_days(t));
-            sales.timestamptz(t);
-            sales.opt_timestamptz(completed.get(i));
-            sales.i32(get(qty) as i32);
-            sales.numeric(get(unit_price), 2);
-            sales.numeric(get(rev), 2);
-            sales.numeric(get(dis), 2);
-            sales.numeric(get(cst), 2);
-            sales.numeric(get(mar), 2);
+            see_day(unix_days(ordered[i]));
+            sales.timestamptz(ordered[i]);
+            sales.opt_timestamptz(completed[i]);
+            sales.i32(qty[i] as i32);
+            sales.numeric(unit_price[i], 2);
+            sales.numeric(rev[i], 2);
+            sales.numeric(dis[i], 2);
+            sales.numeric(cst[i], 2);
+            sales.numeric(mar[i], 2);
         }
     }
     let sales_rows = sales.rows();
@@ -554,7 +556,7 @@ fn transform_inner(chunk: &FactChunk, ctx: &FactContext) -> PolarsResult<FactOut
     }
     pay_st.read = read;
     let pgood = pj.filter(&preason.equal(0))?;
-    let mut payments = CopyBuf::new();
+    let mut payments = CopyBuf::with_capacity(pgood.height() * 72 + 64);
     {
         let ids = col_i64(&pgood, "payment_id")?;
         let order_ids = col_i64(&pgood, "order_id")?;
