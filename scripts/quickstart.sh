@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Brings the local stack up and runs salesdwh end to end:
-# init (schemas, marts, roles, dim_date), then seed (200,000 order items of
-# synthetic business, replacing what the local OLTP held) and one simulated
-# later day. Later stages (backfill, sync) are added here as they land.
+# init (schemas, marts, roles, dim_date), seed (200,000 order items of
+# synthetic business, replacing what the local OLTP held), then backfill
+# (--truncate: the warehouse facts are reloaded from scratch) and its summary.
 #
 # Uses .env (created from .env.example when missing) and the same build
 # cache as scripts/test.sh.
@@ -27,6 +27,6 @@ say "salesdwh init"
 salesdwh init
 say "salesdwh seed --order-items 200000 --truncate"
 salesdwh seed --order-items 200000 --truncate
-say "salesdwh seed --simulate-days 1"
-salesdwh seed --simulate-days 1
-say "done: OLTP seeded, warehouse schema and marts ready (psql \"\$POSTGRES_URL\" -c '\\dt dwh.*')"
+say "salesdwh backfill --truncate"
+salesdwh backfill --truncate
+say "done: warehouse loaded and marts refreshed (psql \"\$POSTGRES_URL\" -c 'SELECT * FROM mart.etl_recent_runs')"
