@@ -2,7 +2,8 @@
 # Benchmarks (scripts, never timed tests). Each prints medians over --runs
 # runs and ratios measured in the same invocation.
 #
-#   scripts/bench.sh seed [--order-items N] [--runs R]
+#   scripts/bench.sh seed     [--order-items N] [--runs R]   (defaults 1000000, 3)
+#   scripts/bench.sh backfill [--order-items N] [--runs R]   (defaults 1000000, 1)
 #
 # seed: `salesdwh seed` into an empty OLTP (wall seconds, source rows/s over
 # all tables, peak RSS) against the floor: MySQL's own LOAD DATA LOCAL of the
@@ -10,6 +11,22 @@
 # with the same indexes and the same session settings (foreign_key_checks=0,
 # unique_checks=0), one table after another. A parallel floor (all tables'
 # files loaded at once, one client each) is printed too.
+#
+# backfill: throwaway databases salesdwh_bench_bf_<pid> on both servers
+# (MYSQL_URL and POSTGRES_URL name the servers), `salesdwh init` and
+# `salesdwh seed --order-items N` (not timed). Timed, R times:
+# `salesdwh backfill --truncate --no-refresh-marts` (wall seconds, fact_sales
+# rows/s, peak RSS; the summary's phases line is printed per run). Then once
+# `salesdwh backfill --truncate` with the marts refresh: its wall time minus
+# the backfill median is the refresh, printed as a share of the backfill.
+# The floor, on the same fact_sales rows: they are written once to a file
+# (psql \copy ... TO, binary format, not timed); then, R times, into a fresh
+# table LIKE dwh.fact_sales without constraints or indexes, one psql session
+# runs, serially and timed as a whole: \copy FROM the file, ADD PRIMARY KEY
+# (order_item_id), CREATE INDEX on date_key, product_key, customer_key,
+# employee_key, region_key. (The backfill also loads fact_payments and adds the
+# FK constraints; the floor does neither.) A CHECKPOINT (best effort) precedes
+# every timed step. Both databases are dropped on exit.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,18 +34,24 @@ cd "$ROOT"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${SALESDWH_CACHE:-$HOME/.cache/salesdwh}/target}"
 say() { printf 'bench: %s\n' "$*"; }
 die() { say "$*" >&2; exit 2; }
+usage="usage: scripts/bench.sh seed|backfill [--order-items N] [--runs R]"
 
 what=${1:-}; shift || true
 ORDER_ITEMS=1000000
-RUNS=3
+RUNS=
 while [[ $# -gt 0 ]]; do
   case $1 in
-    --order-items) ORDER_ITEMS=$2; shift 2 ;;
-    --runs) RUNS=$2; shift 2 ;;
+    --order-items) ORDER_ITEMS=${2:-}; shift 2 || die "$usage" ;;
+    --runs) RUNS=${2:-}; shift 2 || die "$usage" ;;
     *) die "unknown option $1" ;;
   esac
 done
-[[ $what == seed ]] || die "usage: scripts/bench.sh seed [--order-items N] [--runs R]"
+case $what in
+  seed) RUNS=${RUNS:-3} ;;
+  backfill) RUNS=${RUNS:-1} ;;
+  *) die "$usage" ;;
+esac
+[[ $ORDER_ITEMS =~ ^[1-9][0-9]*$ && $RUNS =~ ^[1-9][0-9]*$ ]] || die "$usage"
 
 if [[ ! -x /usr/bin/time ]]; then
   [[ $(id -u) -eq 0 ]] || die "/usr/bin/time is missing: apt-get install time"
@@ -38,24 +61,53 @@ scripts/local-stack.sh up >/dev/null
 cargo build --release --quiet
 BIN="$CARGO_TARGET_DIR/release/salesdwh"
 
-# MySQL server from MYSQL_URL (environment, else .env, else .env.example).
-if [[ -z ${MYSQL_URL:-} ]]; then
-  for f in .env .env.example; do
-    if [[ -f $f ]]; then
-      MYSQL_URL=$(sed -n -E 's/^[[:space:]]*MYSQL_URL[[:space:]]*=[[:space:]]*//p' "$f" | tail -n 1)
-      break
-    fi
-  done
-fi
-[[ $MYSQL_URL =~ ^[a-z]+://([^:@/]+)(:([^@/]*))?@([^:/]+)(:([0-9]+))?(/.*)?$ ]] || die "cannot parse MYSQL_URL"
+# env_url NAME: $NAME from the environment, else .env, else .env.example.
+env_url() {
+  local name=$1 v=${!1:-} f
+  if [[ -z $v ]]; then
+    for f in .env .env.example; do
+      if [[ -f $f ]]; then
+        v=$(sed -n -E "s/^[[:space:]]*${name}[[:space:]]*=[[:space:]]*//p" "$f" | tail -n 1)
+        [[ -n $v ]] && break
+      fi
+    done
+  fi
+  printf '%s' "$v"
+}
+URL_RE='^[a-z]+://([^:@/]+)(:([^@/]*))?@([^:/]+)(:([0-9]+))?(/.*)?$'
+
+# MySQL server from MYSQL_URL.
+MYSQL_URL=$(env_url MYSQL_URL)
+[[ $MYSQL_URL =~ $URL_RE ]] || die "cannot parse MYSQL_URL"
 MY_USER=${BASH_REMATCH[1]}; export MYSQL_PWD=${BASH_REMATCH[3]}
 MY_HOST=${BASH_REMATCH[4]}; MY_PORT=${BASH_REMATCH[6]:-3306}
 mysql_cli() { mysql --protocol=tcp -h "$MY_HOST" -P "$MY_PORT" -u "$MY_USER" --local-infile=1 "$@"; }
 url_for() { printf 'mysql://%s:%s@%s:%s/%s' "$MY_USER" "$MYSQL_PWD" "$MY_HOST" "$MY_PORT" "$1"; }
 
+# PostgreSQL server from POSTGRES_URL (backfill only).
+pg_server() {
+  command -v psql >/dev/null || die "psql is missing: apt-get install postgresql-client"
+  POSTGRES_URL=$(env_url POSTGRES_URL)
+  [[ $POSTGRES_URL =~ $URL_RE ]] || die "cannot parse POSTGRES_URL"
+  PG_USER=${BASH_REMATCH[1]}; export PGPASSWORD=${BASH_REMATCH[3]}
+  PG_HOST=${BASH_REMATCH[4]}; PG_PORT=${BASH_REMATCH[6]:-5432}
+}
+psql_cli() { PGOPTIONS='-c client_min_messages=warning' psql -X -v ON_ERROR_STOP=1 -q -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" "$@"; }
+pg_url_for() { printf 'postgres://%s:%s@%s:%s/%s' "$PG_USER" "$PGPASSWORD" "$PG_HOST" "$PG_PORT" "$1"; }
+if [[ $what == backfill ]]; then pg_server; fi
+
 WORK=$(mktemp -d)
-DB=salesdwh_bench_seed_$$
-cleanup() { mysql_cli -e "DROP DATABASE IF EXISTS \`$DB\`" 2>/dev/null || true; rm -rf "$WORK"; }
+case $what in
+  seed) DB=salesdwh_bench_seed_$$; PG_DB= ;;
+  backfill) DB=salesdwh_bench_bf_$$; PG_DB=$DB ;;
+esac
+cleanup() {
+  mysql_cli -e "DROP DATABASE IF EXISTS \`$DB\`" 2>/dev/null || true
+  if [[ -n $PG_DB ]]; then
+    psql_cli -d postgres -c "DROP DATABASE IF EXISTS \"$PG_DB\" WITH (FORCE)" 2>/dev/null || true
+  fi
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
 
 fresh_db() {
@@ -65,45 +117,123 @@ fresh_db() {
 now() { date +%s.%N; }
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-say "seed: $ORDER_ITEMS order_items, $RUNS runs, MySQL $MY_USER@$MY_HOST:$MY_PORT ($(mysql_cli -N -e 'SELECT VERSION()'))"
-"$BIN" seed --order-items "$ORDER_ITEMS" --write-tsv "$WORK/tsv" --quiet >/dev/null
-ROWS=$(cat "$WORK"/tsv/*.tsv | wc -l)
-TABLES="regions categories customers employees products orders order_items payments"
-LOAD_OPTS="CHARACTER SET utf8mb4 FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n'"
+bench_seed() {
+  say "seed: $ORDER_ITEMS order_items, $RUNS runs, MySQL $MY_USER@$MY_HOST:$MY_PORT ($(mysql_cli -N -e 'SELECT VERSION()'))"
+  "$BIN" seed --order-items "$ORDER_ITEMS" --write-tsv "$WORK/tsv" --quiet >/dev/null
+  ROWS=$(cat "$WORK"/tsv/*.tsv | wc -l)
+  TABLES="regions categories customers employees products orders order_items payments"
+  LOAD_OPTS="CHARACTER SET utf8mb4 FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n'"
 
-for run in $(seq 1 "$RUNS"); do
-  fresh_db
-  /usr/bin/time -f '%e %M' -o "$WORK/time" "$BIN" --quiet seed --order-items "$ORDER_ITEMS" \
-    --mysql-url "$(url_for "$DB")" >/dev/null
-  read -r secs rss_kib <"$WORK/time"
-  echo "$secs" >>"$WORK/seed_secs"; echo "$rss_kib" >>"$WORK/seed_rss"
+  for run in $(seq 1 "$RUNS"); do
+    fresh_db
+    /usr/bin/time -f '%e %M' -o "$WORK/time" "$BIN" --quiet seed --order-items "$ORDER_ITEMS" \
+      --mysql-url "$(url_for "$DB")" >/dev/null
+    read -r secs rss_kib <"$WORK/time"
+    echo "$secs" >>"$WORK/seed_secs"; echo "$rss_kib" >>"$WORK/seed_rss"
 
-  fresh_db
-  sql="SET SESSION foreign_key_checks = 0, unique_checks = 0;"
-  for t in $TABLES; do
-    sql+=" LOAD DATA LOCAL INFILE '$WORK/tsv/$t.tsv' INTO TABLE \`$t\` $LOAD_OPTS;"
+    fresh_db
+    sql="SET SESSION foreign_key_checks = 0, unique_checks = 0;"
+    for t in $TABLES; do
+      sql+=" LOAD DATA LOCAL INFILE '$WORK/tsv/$t.tsv' INTO TABLE \`$t\` $LOAD_OPTS;"
+    done
+    t0=$(now); mysql_cli "$DB" -e "$sql"; t1=$(now)
+    echo "$t1 - $t0" | bc -l >>"$WORK/floor_secs"
+
+    fresh_db
+    t0=$(now)
+    for t in $TABLES; do
+      mysql_cli "$DB" -e "SET SESSION foreign_key_checks = 0, unique_checks = 0; LOAD DATA LOCAL INFILE '$WORK/tsv/$t.tsv' INTO TABLE \`$t\` $LOAD_OPTS;" &
+    done
+    wait
+    t1=$(now)
+    echo "$t1 - $t0" | bc -l >>"$WORK/pfloor_secs"
+    loaded=$(mysql_cli -N "$DB" -e "SELECT SUM(n) FROM (SELECT COUNT(*) n FROM order_items UNION ALL SELECT COUNT(*) FROM orders UNION ALL SELECT COUNT(*) FROM payments UNION ALL SELECT COUNT(*) FROM customers UNION ALL SELECT COUNT(*) FROM products UNION ALL SELECT COUNT(*) FROM employees UNION ALL SELECT COUNT(*) FROM categories UNION ALL SELECT COUNT(*) FROM regions) x")
+    [[ $loaded -eq $ROWS ]] || die "floor loaded $loaded rows, expected $ROWS"
+    say "run $run: seed $(tail -n1 "$WORK/seed_secs") s, floor $(tail -n1 "$WORK/floor_secs") s, parallel floor $(tail -n1 "$WORK/pfloor_secs") s"
   done
-  t0=$(now); mysql_cli "$DB" -e "$sql"; t1=$(now)
-  echo "$t1 - $t0" | bc -l >>"$WORK/floor_secs"
 
-  fresh_db
-  t0=$(now)
-  for t in $TABLES; do
-    mysql_cli "$DB" -e "SET SESSION foreign_key_checks = 0, unique_checks = 0; LOAD DATA LOCAL INFILE '$WORK/tsv/$t.tsv' INTO TABLE \`$t\` $LOAD_OPTS;" &
+  seed=$(median <"$WORK/seed_secs"); floor=$(median <"$WORK/floor_secs")
+  pfloor=$(median <"$WORK/pfloor_secs"); rss=$(sort -g "$WORK/seed_rss" | tail -n1)
+  printf 'bench: seed         median %.2f s  %.0f source rows/s  (%d rows over 8 tables)\n' "$seed" "$(echo "$ROWS / $seed" | bc -l)" "$ROWS"
+  printf 'bench: floor        median %.2f s  (LOAD DATA of the same rows from files, one table after another)\n' "$floor"
+  printf 'bench: par. floor   median %.2f s  (the same files, all tables at once)\n' "$pfloor"
+  printf 'bench: ratio        seed/floor %.2f  seed/parallel floor %.2f  (target seed/floor <= 1.25)\n' \
+    "$(echo "$seed / $floor" | bc -l)" "$(echo "$seed / $pfloor" | bc -l)"
+  printf 'bench: peak RSS     %.1f MiB (max over runs; target <= 300 MiB)\n' "$(echo "$rss / 1024" | bc -l)"
+}
+
+pg() { psql_cli -d "$PG_DB" "$@"; }
+checkpoint() { pg -c CHECKPOINT 2>/dev/null || true; }
+# timed_backfill OUT [ARGS...]: `salesdwh backfill --truncate ARGS`, summary to OUT,
+# "wall_secs peak_rss_kib" to $WORK/time.
+timed_backfill() {
+  local out=$1; shift
+  checkpoint
+  /usr/bin/time -f '%e %M' -o "$WORK/time" "$BIN" --quiet --mysql-url "$(url_for "$DB")" \
+    --postgres-url "$(pg_url_for "$PG_DB")" backfill --truncate "$@" >"$out"
+}
+phases_of() { grep -o 'phases: .*' "$1" || echo 'phases: (none in the summary)'; }
+
+bench_backfill() {
+  mysql_cli -e "CREATE DATABASE \`$DB\` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+  psql_cli -d postgres -c "CREATE DATABASE \"$PG_DB\" ENCODING 'UTF8' TEMPLATE template0"
+  local app=("$BIN" --quiet --mysql-url "$(url_for "$DB")" --postgres-url "$(pg_url_for "$PG_DB")")
+  say "backfill: $ORDER_ITEMS order_items, $RUNS runs," \
+    "MySQL $MY_USER@$MY_HOST:$MY_PORT ($(mysql_cli -N -e 'SELECT VERSION()'))," \
+    "PostgreSQL $PG_USER@$PG_HOST:$PG_PORT ($(pg -Atc 'SHOW server_version'))"
+  "${app[@]}" init >/dev/null
+  "${app[@]}" seed --order-items "$ORDER_ITEMS" >/dev/null
+
+  FACTS=
+  for run in $(seq 1 "$RUNS"); do
+    timed_backfill "$WORK/bf_$run.out" --no-refresh-marts
+    read -r secs rss_kib <"$WORK/time"
+    echo "$secs" >>"$WORK/bf_secs"; echo "$rss_kib" >>"$WORK/bf_rss"
+    facts=$(pg -Atc 'SELECT count(*) FROM dwh.fact_sales')
+    [[ -z $FACTS || $facts -eq $FACTS ]] || die "run $run loaded $facts fact rows, run 1 $FACTS"
+    FACTS=$facts
+    say "run $run: backfill $secs s, $facts fact rows, peak RSS $((rss_kib / 1024)) MiB; $(phases_of "$WORK/bf_$run.out")"
   done
-  wait
-  t1=$(now)
-  echo "$t1 - $t0" | bc -l >>"$WORK/pfloor_secs"
-  loaded=$(mysql_cli -N "$DB" -e "SELECT SUM(n) FROM (SELECT COUNT(*) n FROM order_items UNION ALL SELECT COUNT(*) FROM orders UNION ALL SELECT COUNT(*) FROM payments UNION ALL SELECT COUNT(*) FROM customers UNION ALL SELECT COUNT(*) FROM products UNION ALL SELECT COUNT(*) FROM employees UNION ALL SELECT COUNT(*) FROM categories UNION ALL SELECT COUNT(*) FROM regions) x")
-  [[ $loaded -eq $ROWS ]] || die "floor loaded $loaded rows, expected $ROWS"
-  say "run $run: seed $(tail -n1 "$WORK/seed_secs") s, floor $(tail -n1 "$WORK/floor_secs") s, parallel floor $(tail -n1 "$WORK/pfloor_secs") s"
-done
 
-seed=$(median <"$WORK/seed_secs"); floor=$(median <"$WORK/floor_secs")
-pfloor=$(median <"$WORK/pfloor_secs"); rss=$(sort -g "$WORK/seed_rss" | tail -n1)
-printf 'bench: seed         median %.2f s  %.0f source rows/s  (%d rows over 8 tables)\n' "$seed" "$(echo "$ROWS / $seed" | bc -l)" "$ROWS"
-printf 'bench: floor        median %.2f s  (LOAD DATA of the same rows from files, one table after another)\n' "$floor"
-printf 'bench: par. floor   median %.2f s  (the same files, all tables at once)\n' "$pfloor"
-printf 'bench: ratio        seed/floor %.2f  seed/parallel floor %.2f  (target seed/floor <= 1.25)\n' \
-  "$(echo "$seed / $floor" | bc -l)" "$(echo "$seed / $pfloor" | bc -l)"
-printf 'bench: peak RSS     %.1f MiB (max over runs; target <= 300 MiB)\n' "$(echo "$rss / 1024" | bc -l)"
+  timed_backfill "$WORK/bfm.out"
+  read -r bfm_secs bfm_rss_kib <"$WORK/time"
+  facts=$(pg -Atc 'SELECT count(*) FROM dwh.fact_sales')
+  [[ $facts -eq $FACTS ]] || die "backfill + marts loaded $facts fact rows, the backfill $FACTS"
+  say "run marts: backfill + marts $bfm_secs s, peak RSS $((bfm_rss_kib / 1024)) MiB; $(phases_of "$WORK/bfm.out")"
+
+  # The floor: the same fact_sales rows, from a file.
+  pg -c "\\copy (SELECT * FROM dwh.fact_sales) TO '$WORK/fact_sales.copy' WITH (FORMAT binary)"
+  for run in $(seq 1 "$RUNS"); do
+    pg -c 'DROP TABLE IF EXISTS dwh.floor_sales' \
+      -c 'CREATE TABLE dwh.floor_sales (LIKE dwh.fact_sales INCLUDING DEFAULTS)'
+    checkpoint
+    t0=$(now)
+    pg <<SQL
+\\copy dwh.floor_sales FROM '$WORK/fact_sales.copy' WITH (FORMAT binary)
+ALTER TABLE dwh.floor_sales ADD PRIMARY KEY (order_item_id);
+CREATE INDEX ON dwh.floor_sales (date_key);
+CREATE INDEX ON dwh.floor_sales (product_key);
+CREATE INDEX ON dwh.floor_sales (customer_key);
+CREATE INDEX ON dwh.floor_sales (employee_key);
+CREATE INDEX ON dwh.floor_sales (region_key);
+SQL
+    t1=$(now)
+    echo "$t1 - $t0" | bc -l >>"$WORK/floor_secs"
+    loaded=$(pg -Atc 'SELECT count(*) FROM dwh.floor_sales')
+    [[ $loaded -eq $FACTS ]] || die "floor loaded $loaded rows, expected $FACTS"
+    pg -c 'DROP TABLE dwh.floor_sales'
+    printf 'bench: floor run %d: %.2f s\n' "$run" "$(tail -n1 "$WORK/floor_secs")"
+  done
+
+  bf=$(median <"$WORK/bf_secs"); floor=$(median <"$WORK/floor_secs")
+  rss=$(sort -g "$WORK/bf_rss" | tail -n1)
+  refresh=$(echo "$bfm_secs - $bf" | bc -l)
+  printf 'bench: backfill     median %.2f s  (%d fact rows, %.0f fact rows/s, peak RSS %.1f MiB)\n' \
+    "$bf" "$FACTS" "$(echo "$FACTS / $bf" | bc -l)" "$(echo "$rss / 1024" | bc -l)"
+  printf 'bench: floor        median %.2f s  (COPY of the same fact_sales rows from a file into an empty table, then PK + 5 FK indexes)\n' "$floor"
+  printf 'bench: ratio        backfill/floor %.2f  (target <= 1.3)\n' "$(echo "$bf / $floor" | bc -l)"
+  printf 'bench: backfill+marts %.2f s, marts refresh %.2f s = %.1f%% of backfill (target <= 20%%)\n' \
+    "$bfm_secs" "$refresh" "$(echo "100 * $refresh / $bf" | bc -l)"
+}
+
+"bench_$what"

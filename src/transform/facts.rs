@@ -609,3 +609,291 @@ fn transform_inner(chunk: &FactChunk, ctx: &FactContext) -> PolarsResult<FactOut
         days,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::extract::{Order, OrderItem, Payment};
+    use crate::transform::ProductKey;
+
+    const T0: i64 = 1_767_225_600_000_000; // 2026-01-01 00:00:00 UTC
+
+    fn keys() -> Arc<Keys> {
+        let mut k = Keys::default();
+        k.customer.insert(10, 100);
+        k.employee.insert(20, 200);
+        k.region.insert(30, 300);
+        k.product.insert(
+            40,
+            ProductKey {
+                key: 400,
+                category_key: 401,
+                unit_cost: 25, // 0.25
+            },
+        );
+        Arc::new(k)
+    }
+
+    fn order(id: i64, status: &str, date: Ts, employee: Option<i64>) -> Order {
+        Order {
+            order_id: id,
+            customer_id: 10,
+            employee_id: employee,
+            region_id: 30,
+            order_date: date,
+            status: status.into(),
+            total_amount: 0,
+            completed_at: Ts::Null,
+            updated_at: T0,
+        }
+    }
+
+    fn item(
+        id: i64,
+        order: i64,
+        product: i64,
+        quantity: i64,
+        price: i64,
+        discount: i64,
+    ) -> OrderItem {
+        OrderItem {
+            order_item_id: id,
+            order_id: order,
+            product_id: product,
+            quantity,
+            unit_price: price,
+            discount,
+            updated_at: T0,
+        }
+    }
+
+    /// Reads the binary COPY rows back: (fields as raw byte slices).
+    fn rows(bytes: &[u8]) -> Vec<Vec<Option<Vec<u8>>>> {
+        let mut at = 19;
+        let mut out = Vec::new();
+        loop {
+            let n = i16::from_be_bytes([bytes[at], bytes[at + 1]]);
+            at += 2;
+            if n == -1 {
+                return out;
+            }
+            let mut row = Vec::new();
+            for _ in 0..n {
+                let len = i32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+                at += 4;
+                if len < 0 {
+                    row.push(None);
+                } else {
+                    row.push(Some(bytes[at..at + len as usize].to_vec()));
+                    at += len as usize;
+                }
+            }
+            out.push(row);
+        }
+    }
+
+    fn numeric(field: &Option<Vec<u8>>) -> rust_decimal::Decimal {
+        use tokio_postgres::types::{FromSql, Type};
+        rust_decimal::Decimal::from_sql(&Type::NUMERIC, field.as_ref().unwrap()).unwrap()
+    }
+
+    fn int(field: &Option<Vec<u8>>) -> i64 {
+        let b = field.as_ref().unwrap();
+        match b.len() {
+            4 => i64::from(i32::from_be_bytes(b[..].try_into().unwrap())),
+            _ => i64::from_be_bytes(b[..].try_into().unwrap()),
+        }
+    }
+
+    #[test]
+    fn measures_are_exact_and_rules_decide_each_row() {
+        let chunk = FactChunk {
+            lo: i64::MIN,
+            hi: i64::MAX,
+            orders: vec![
+                order(1, "paid", Ts::At(T0), Some(20)),
+                order(2, "PAID", Ts::At(T0), Some(20)),
+                order(3, "new", Ts::Invalid("0000-00-00 00:00:00".into()), None),
+                order(4, "new", Ts::At(T0 + 3 * 86_400_000_000), None),
+                order(5, "shipped", Ts::At(T0), Some(99)),
+            ],
+            items: vec![
+                // 3 x 0.35 = 1.05; 5% = 0.0525 -> 0.05; revenue 1.00; cost 0.75
+                item(11, 1, 40, 3, 35, 500),
+                // 1 x 1.10; 5% = 0.055 -> 0.06 (half away from zero); revenue 1.04
+                item(12, 1, 40, 1, 110, 500),
+                item(13, 1, 40, 0, 110, 0),
+                item(14, 1, 40, 1, -1, 0),
+                item(15, 1, 40, 1, 110, 10_000),
+                item(16, 77, 40, 1, 110, 0),
+                item(17, 1, 41, 1, 110, 0),
+                item(18, 2, 40, 1, 110, 0),
+                item(19, 3, 40, 1, 110, 0),
+                item(20, 4, 40, 1, 110, 0),
+                item(21, 5, 40, 1, 110, 0),
+                // 2,000,000,000 x 99,999.99 does not fit NUMERIC(14,2)
+                item(22, 1, 40, 2_000_000_000, 9_999_999, 0),
+                // several failures: the first rule in SPEC order wins
+                item(23, 77, 41, 0, -1, 0),
+            ],
+            payments: vec![
+                Payment {
+                    payment_id: 31,
+                    order_id: 2,
+                    method: "card".into(),
+                    amount: 1_000,
+                    paid_at: Ts::At(T0 + 86_400_000_000),
+                    updated_at: T0,
+                },
+                Payment {
+                    payment_id: 32,
+                    order_id: 1,
+                    method: "CARD".into(),
+                    amount: 1_000,
+                    paid_at: Ts::At(T0),
+                    updated_at: T0,
+                },
+                Payment {
+                    payment_id: 33,
+                    order_id: 1,
+                    method: "cash".into(),
+                    amount: 0,
+                    paid_at: Ts::At(T0),
+                    updated_at: T0,
+                },
+                Payment {
+                    payment_id: 34,
+                    order_id: 78,
+                    method: "cash".into(),
+                    amount: 5,
+                    paid_at: Ts::At(T0),
+                    updated_at: T0,
+                },
+                Payment {
+                    payment_id: 35,
+                    order_id: 1,
+                    method: "paypal".into(),
+                    amount: 5,
+                    paid_at: Ts::Invalid("0000-00-00 00:00:00".into()),
+                    updated_at: T0,
+                },
+            ],
+        };
+        let ctx = FactContext::new(keys(), T0 + 86_400_000_000, None);
+        let out = transform(&chunk, &ctx).unwrap();
+
+        let reasons: std::collections::BTreeMap<i64, &str> = out
+            .item_rejects
+            .iter()
+            .map(|r| (r.source_pk, r.reason.code()))
+            .collect();
+        let expected: std::collections::BTreeMap<i64, &str> = [
+            (13, "item_bad_quantity"),
+            (14, "item_bad_unit_price"),
+            (15, "item_bad_discount"),
+            (16, "item_missing_order"),
+            (17, "item_missing_product"),
+            (18, "order_bad_status"),
+            (19, "order_bad_date"),
+            (20, "order_future_date"),
+            (22, "item_amount_out_of_range"),
+            (23, "item_bad_quantity"),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(reasons, expected);
+        let payment_reasons: std::collections::BTreeMap<i64, &str> = out
+            .payment_rejects
+            .iter()
+            .map(|r| (r.source_pk, r.reason.code()))
+            .collect();
+        assert_eq!(
+            payment_reasons,
+            [
+                (32, "payment_bad_method"),
+                (33, "payment_bad_amount"),
+                (34, "payment_missing_order"),
+                (35, "payment_bad_paid_at")
+            ]
+            .into_iter()
+            .collect()
+        );
+        let payload = &out
+            .item_rejects
+            .iter()
+            .find(|r| r.source_pk == 14)
+            .unwrap()
+            .payload;
+        assert_eq!(payload["unit_price"], "-0.01");
+        assert_eq!(payload["discount"], "0.0000");
+
+        let sales = rows(&out.sales);
+        assert_eq!(out.sales_rows, 3);
+        let by_id: std::collections::BTreeMap<i64, &Vec<Option<Vec<u8>>>> =
+            sales.iter().map(|r| (int(&r[0]), r)).collect();
+        let d = |s: &str| s.parse::<rust_decimal::Decimal>().unwrap();
+        let r11 = by_id[&11];
+        assert_eq!(int(&r11[2]), 20260101); // date_key
+        assert_eq!(int(&r11[3]), 400); // product_key
+        assert_eq!(int(&r11[4]), 100); // customer_key
+        assert_eq!(int(&r11[5]), 200); // employee_key
+        assert_eq!(int(&r11[6]), 300); // region_key
+        assert_eq!(int(&r11[7]), 401); // category_key
+        assert_eq!(r11[8].as_deref(), Some(&b"paid"[..]));
+        assert_eq!(r11[10], None); // completed_at
+        assert_eq!(
+            [13, 14, 15, 16].map(|i| numeric(&r11[i])),
+            [d("1.00"), d("0.05"), d("0.75"), d("0.25")]
+        );
+        let r12 = by_id[&12];
+        assert_eq!(
+            [12, 13, 14, 15, 16].map(|i| numeric(&r12[i])),
+            [d("1.10"), d("1.04"), d("0.06"), d("0.25"), d("0.79")]
+        );
+        // An unresolved manager loads as -1 and is counted.
+        let r21 = by_id[&21];
+        assert_eq!(int(&r21[5]), -1);
+        assert_eq!(
+            out.stats.tables["orders"]
+                .unresolved
+                .get("unresolved_employee"),
+            Some(&1)
+        );
+        // The payment of a rejected order loads (the money was received).
+        let payments = rows(&out.payments);
+        assert_eq!(payments.len(), 1);
+        assert_eq!(int(&payments[0][0]), 31);
+        assert_eq!(int(&payments[0][2]), 20260102);
+        assert_eq!(int(&payments[0][3]), 100);
+        assert_eq!(numeric(&payments[0][5]), d("10.00"));
+        assert_eq!(out.days, Some((unix_days(T0), unix_days(T0) + 1)));
+        let items = &out.stats.tables["order_items"];
+        assert_eq!(
+            (items.read, items.loaded, items.rejected_total()),
+            (13, 3, 10)
+        );
+    }
+
+    #[test]
+    fn a_window_leaves_other_orders_out_of_scope() {
+        let chunk = FactChunk {
+            lo: 0,
+            hi: 100,
+            orders: vec![
+                order(1, "paid", Ts::At(T0), None),
+                order(2, "paid", Ts::At(T0 - 86_400_000_000), None),
+            ],
+            items: vec![
+                item(11, 1, 40, 1, 100, 0),
+                item(12, 2, 40, 1, 100, 0),
+                item(13, 9, 40, 1, 100, 0),
+            ],
+            payments: vec![],
+        };
+        let ctx = FactContext::new(keys(), i64::MAX, Some((T0, T0 + 86_400_000_000)));
+        let out = transform(&chunk, &ctx).unwrap();
+        assert_eq!(out.sales_rows, 1);
+        assert!(out.item_rejects.is_empty());
+        assert_eq!(out.stats.tables["order_items"].read, 1);
+    }
+}
