@@ -496,3 +496,54 @@ async fn lost_postgres_connection_exits_1_and_rerun_completes() {
     backfill(&dbs, &["--workers", "2", "--batch-rows", "300"]);
     assert_eq!(fingerprint(&pg).await, expected);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_run_during_a_backfill_exits_1_and_changes_nothing() {
+    let dbs = initialised();
+    seed(&dbs, "30000", &[]);
+    let pg = dbs.pg().await;
+    let mut first = dbs
+        .salesdwh()
+        .args([
+            "backfill",
+            "--workers",
+            "1",
+            "--batch-rows",
+            "200",
+            "--no-refresh-marts",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = wait_for(
+        &pg,
+        "SELECT count(*) FROM dwh.backfill_state",
+        1,
+        &mut first,
+    )
+    .await;
+    assert_eq!(started, 1, "the first backfill ended before the check");
+    let mut cmd = dbs.salesdwh();
+    let out = run_expect(cmd.args(["backfill", "--truncate"]), 1);
+    let err = stderr(&out);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("another salesdwh run holds the warehouse lock"),
+        "{err}"
+    );
+    assert!(first.wait().unwrap().success());
+    // The refused run neither truncated nor logged anything.
+    let runs: i64 = pg
+        .query_one("SELECT count(*) FROM dwh.etl_runs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(runs, 1);
+    let facts: i64 = pg
+        .query_one("SELECT count(*) FROM dwh.fact_sales", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(facts, 30_000);
+}
