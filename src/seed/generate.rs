@@ -81,6 +81,8 @@ pub fn days_of(date: NaiveDate) -> i64 {
 pub trait Sink {
     /// `rows` complete rows of `table` as TSV.
     fn chunk(&mut self, table: usize, data: Bytes, rows: u64) -> Result<(), SinkClosed>;
+    /// `table` is complete: no more chunks follow.
+    fn close(&mut self, _table: usize) {}
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +118,23 @@ impl Out<'_> {
             self.sent[table] = t.rows();
             let data = t.take();
             self.sink.chunk(table, data, rows)?;
+        }
+        Ok(())
+    }
+
+    /// Hands over the rest of finished tables and closes them, so their
+    /// loads end now rather than idle (and time out) until the big tables
+    /// are generated.
+    fn complete(&mut self, tables: &[usize]) -> Result<(), SinkClosed> {
+        for &i in tables {
+            let t = &mut self.tables[i];
+            if !t.is_empty() {
+                let rows = t.rows() - self.sent[i];
+                self.sent[i] = t.rows();
+                let data = t.take();
+                self.sink.chunk(i, data, rows)?;
+            }
+            self.sink.close(i);
         }
         Ok(())
     }
@@ -158,6 +177,13 @@ pub fn generate(plan: &Plan, sink: &mut dyn Sink) -> Result<Counts, SinkClosed> 
         sent: [0; table::COUNT],
     };
     let reference = reference_tables(plan, &mut out)?;
+    out.complete(&[
+        table::REGIONS,
+        table::CATEGORIES,
+        table::CUSTOMERS,
+        table::EMPLOYEES,
+        table::PRODUCTS,
+    ])?;
     orders(plan, &reference, &mut out)?;
     out.finish()
 }

@@ -57,19 +57,26 @@ const INSERT_PARAMS: usize = 30_000;
 
 /// The sink side: sends each chunk to its table's loader.
 pub struct ChannelSink {
-    senders: Vec<mpsc::Sender<Bytes>>,
+    /// `None` once the table is complete (its load then finishes).
+    senders: Vec<Option<mpsc::Sender<Bytes>>>,
     progress: Arc<Progress>,
 }
 
 impl Sink for ChannelSink {
     fn chunk(&mut self, t: usize, data: Bytes, rows: u64) -> Result<(), SinkClosed> {
         self.senders[t]
+            .as_ref()
+            .ok_or(SinkClosed)?
             .blocking_send(data)
             .map_err(|_| SinkClosed)?;
         if t == table::ORDER_ITEMS {
             self.progress.inc(rows);
         }
         Ok(())
+    }
+
+    fn close(&mut self, t: usize) {
+        self.senders[t] = None;
     }
 }
 
@@ -88,7 +95,7 @@ pub fn start(
     let mut loaders = Vec::new();
     for table in OLTP.tables.iter() {
         let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
-        senders.push(tx);
+        senders.push(Some(tx));
         let endpoint = endpoint.clone();
         loaders.push(tokio::spawn(load_table(
             endpoint, timeout, method, table, rx,
