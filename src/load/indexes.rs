@@ -143,7 +143,11 @@ pub async fn rebuild_fact_indexes(pool: &PgPool, parallel: usize) -> Result<usiz
                     let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
                     let Some(sql) = next else { return Ok(()) };
                     let conn = pool.get().await.map_err(LoadError::Pool)?;
-                    conn.batch_execute(&sql)
+                    // Statements already run side by side on every core:
+                    // parallel workers per build would only compete.
+                    conn.batch_execute(&format!(
+                        "SET max_parallel_maintenance_workers = 0; {sql}; RESET max_parallel_maintenance_workers"
+                    ))
                         .await
                         .map_err(LoadError::pg(format!("rebuilding fact indexes ({sql})")))?;
                 }
