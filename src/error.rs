@@ -81,18 +81,7 @@ impl Error {
     /// One line: the error and its causes joined by ": ", then the hint,
     /// with every known secret masked as a last line of defence.
     pub fn report(&self, secrets: &[String]) -> String {
-        let mut line = self.to_string();
-        let mut cause = std::error::Error::source(self);
-        // `transparent` variants forward source() to the inner error, whose
-        // Display is already in `line`.
-        while let Some(e) = cause {
-            let text = e.to_string();
-            if !text.is_empty() && !line.contains(&text) {
-                line.push_str(": ");
-                line.push_str(&text);
-            }
-            cause = e.source();
-        }
+        let mut line = cause_chain(self);
         if let Some(hint) = self.hint() {
             line.push_str(" (");
             line.push_str(&hint);
@@ -107,4 +96,21 @@ impl Error {
         }
         line
     }
+}
+
+/// An error and its causes joined by ": ", each cause only once:
+/// `transparent` variants forward source() to the inner error, whose
+/// Display is already in the line. Also what `etl_runs.error` records.
+pub fn cause_chain(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if !text.is_empty() && !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = e.source();
+    }
+    line
 }

@@ -5,9 +5,9 @@
 use tokio_postgres::Transaction;
 
 use super::{copy_in, qualified, LoadError};
-use crate::quality::RejectReason;
 use crate::schema::dwh::{BACKFILL_CHUNKS, ETL_REJECTS, FACT_PAYMENTS, FACT_SALES};
 use crate::schema::model::{ident_list, Dialect};
+use crate::schema::oltp;
 use crate::transform::facts::{FactOutput, PAYMENT_COLUMNS, SALES_COLUMNS};
 use crate::transform::{Reject, RunStats};
 
@@ -85,20 +85,8 @@ pub async fn write_chunk(
         )
         .await?;
     }
-    upsert_rejects(
-        tx,
-        RejectReason::ItemBadQuantity.source_table(),
-        &out.item_rejects,
-        run_id,
-    )
-    .await?;
-    upsert_rejects(
-        tx,
-        RejectReason::PaymentBadAmount.source_table(),
-        &out.payment_rejects,
-        run_id,
-    )
-    .await?;
+    upsert_rejects(tx, oltp::ORDER_ITEMS.name, &out.item_rejects, run_id).await?;
+    upsert_rejects(tx, oltp::PAYMENTS.name, &out.payment_rejects, run_id).await?;
     Ok(())
 }
 

@@ -171,25 +171,16 @@ pub async fn run(
         Err(e) => {
             // Best effort: the connection may be what failed; the next run
             // closes abandoned runs either way.
-            let _ = state::finish_run(&lock_client, run_id, &stats, Some(&chain(&e))).await;
+            let _ = state::finish_run(
+                &lock_client,
+                run_id,
+                &stats,
+                Some(&crate::error::cause_chain(&e)),
+            )
+            .await;
             Err(e)
         }
     }
-}
-
-/// An error and its causes on one line, for etl_runs.error.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut line = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        cause = c.source();
-    }
-    line
 }
 
 async fn truncate(client: &tokio_postgres::Client) -> Result<(), LoadError> {
@@ -293,12 +284,13 @@ async fn body(
     .sum();
     let dim_bar = board.bar("dimensions", dim_total);
     let batch = opts.batch_rows.clamp(1_000, 100_000) as usize;
-    let keys = {
-        let mut s = stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let keys = load_dimensions(conn0, pool, batch, &dim_bar, &mut s).await?;
-        *stats.lock().unwrap_or_else(|e| e.into_inner()) = s;
-        keys
-    };
+    let mut dim_stats = RunStats::default();
+    let keys = load_dimensions(conn0, pool, batch, &dim_bar, &mut dim_stats).await;
+    stats
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .add(&dim_stats);
+    let keys = keys?;
     dim_bar.finish();
     phases.push(("dimensions", phase_start.elapsed()));
     phase_start = Instant::now();
@@ -313,30 +305,16 @@ async fn body(
     );
     let done = state::done_chunks(client).await?;
     let done_lo: std::collections::HashSet<i64> = done.iter().map(|(lo, _)| *lo).collect();
-    let items_bar = board.bar(
-        "order_items",
-        estimates.get(oltp::ORDER_ITEMS.name).copied().unwrap_or(0),
-    );
-    let pay_bar = board.bar(
-        "payments",
-        estimates.get(oltp::PAYMENTS.name).copied().unwrap_or(0),
-    );
+    let estimate = |t: &Table| estimates.get(t.name).copied().unwrap_or(0);
+    let bars = Arc::new(FactBars {
+        items: board.bar("order_items", estimate(&oltp::ORDER_ITEMS)),
+        payments: board.bar("payments", estimate(&oltp::PAYMENTS)),
+    });
     {
         let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
         for (_, chunk_stats) in &done {
             s.add(chunk_stats);
-            items_bar.inc(
-                chunk_stats
-                    .tables
-                    .get(oltp::ORDER_ITEMS.name)
-                    .map_or(0, |t| t.read),
-            );
-            pay_bar.inc(
-                chunk_stats
-                    .tables
-                    .get(oltp::PAYMENTS.name)
-                    .map_or(0, |t| t.read),
-            );
+            bars.chunk_done(chunk_stats);
         }
     }
     let todo: VecDeque<(i64, i64)> = chunks
@@ -359,11 +337,10 @@ async fn body(
         covered,
         opts.workers,
         stats,
-        (&items_bar, &pay_bar),
+        bars.clone(),
     )
     .await?;
-    items_bar.finish();
-    pay_bar.finish();
+    bars.finish();
     phases.push(("facts", phase_start.elapsed()));
     phase_start = Instant::now();
 
@@ -598,7 +575,7 @@ async fn load_facts_parallel(
     covered: Option<(i32, i32)>,
     workers: usize,
     stats: &Arc<Mutex<RunStats>>,
-    bars: (&Progress, &Progress),
+    bars: Arc<FactBars>,
 ) -> Result<(), PipelineError> {
     let queue = Arc::new(Mutex::new(todo));
     // Bounded: extractors wait while loaders are busy, so at most
@@ -630,14 +607,12 @@ async fn load_facts_parallel(
         });
     }
     drop(tx);
-    let (items_bar, pay_bar) = bars;
-    let progress = Arc::new(AtomicBars::default());
     for _ in 0..workers.max(1) {
         let rx = rx.clone();
         let ctx = ctx.clone();
         let pool = pool.clone();
         let stats = stats.clone();
-        let progress = progress.clone();
+        let bars = bars.clone();
         tasks.spawn(async move {
             loop {
                 let chunk = rx.lock().await.recv().await;
@@ -667,8 +642,7 @@ async fn load_facts_parallel(
                     load_ms = t.elapsed().as_millis() as u64,
                     "loaded chunk"
                 );
-                let read = |t: &str| chunk_stats.tables.get(t).map_or(0, |s| s.read);
-                progress.add(read(oltp::ORDER_ITEMS.name), read(oltp::PAYMENTS.name));
+                bars.chunk_done(&chunk_stats);
                 stats
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -676,9 +650,8 @@ async fn load_facts_parallel(
             }
         });
     }
-    // Progress is drawn from here (the bars are not Send-shared).
+    // The run lock's session is checked while the tasks work.
     let mut ticker = tokio::time::interval(Duration::from_millis(200));
-    let mut shown = (0u64, 0u64);
     let mut result = Ok(());
     loop {
         tokio::select! {
@@ -700,30 +673,27 @@ async fn load_facts_parallel(
                 }
             }
         }
-        let now = progress.get();
-        items_bar.inc(now.0 - shown.0);
-        pay_bar.inc(now.1 - shown.1);
-        shown = now;
     }
     result
 }
 
-/// Rows done, counted by the loader tasks and shown by the driver.
-#[derive(Default)]
-struct AtomicBars {
-    items: std::sync::atomic::AtomicU64,
-    payments: std::sync::atomic::AtomicU64,
+/// The fact bars, advanced by every loaded chunk (this run's or, on a
+/// resume, an earlier attempt's).
+struct FactBars {
+    items: Progress,
+    payments: Progress,
 }
 
-impl AtomicBars {
-    fn add(&self, items: u64, payments: u64) {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.items.fetch_add(items, Relaxed);
-        self.payments.fetch_add(payments, Relaxed);
+impl FactBars {
+    fn chunk_done(&self, chunk: &RunStats) {
+        let read = |t: &str| chunk.tables.get(t).map_or(0, |s| s.read);
+        self.items.inc(read(oltp::ORDER_ITEMS.name));
+        self.payments.inc(read(oltp::PAYMENTS.name));
     }
-    fn get(&self) -> (u64, u64) {
-        use std::sync::atomic::Ordering::Relaxed;
-        (self.items.load(Relaxed), self.payments.load(Relaxed))
+
+    fn finish(&self) {
+        self.items.finish();
+        self.payments.finish();
     }
 }
 

@@ -140,14 +140,24 @@ pub struct FactOutput {
 
 struct Orders {
     df: DataFrame,
-    /// Orders outside `--from/--to`: their items and payments are not in scope.
-    skipped: std::collections::HashSet<i64>,
+    /// With `--from/--to`, the orders inside the window: only their items
+    /// and payments are in scope (one without an existing order cannot be
+    /// dated, so it is out of scope too).
+    in_window: Option<std::collections::HashSet<i64>>,
+}
+
+impl Orders {
+    fn in_scope(&self, order_id: i64) -> bool {
+        self.in_window
+            .as_ref()
+            .is_none_or(|ids| ids.contains(&order_id))
+    }
 }
 
 fn resolve_orders(chunk: &FactChunk, ctx: &FactContext, stats: &mut RunStats) -> Orders {
     let keys = &ctx.keys;
     let n = chunk.orders.len();
-    let mut skipped = std::collections::HashSet::new();
+    let mut in_window = ctx.window.map(|_| std::collections::HashSet::new());
     let (mut id, mut cust, mut emp, mut region) = (
         Vec::with_capacity(n),
         Vec::with_capacity(n),
@@ -163,11 +173,11 @@ fn resolve_orders(chunk: &FactChunk, ctx: &FactContext, stats: &mut RunStats) ->
     );
     let st = stats.table(oltp::ORDERS.name);
     for o in &chunk.orders {
-        if let Some((from, to)) = ctx.window {
+        if let (Some((from, to)), Some(ids)) = (ctx.window, in_window.as_mut()) {
             if !o.order_date.micros().is_some_and(|t| t >= from && t < to) {
-                skipped.insert(o.order_id);
                 continue;
             }
+            ids.insert(o.order_id);
         }
         st.read += 1;
         let status_idx = ORDER_STATUSES.iter().position(|s| *s == o.status);
@@ -226,7 +236,7 @@ fn resolve_orders(chunk: &FactChunk, ctx: &FactContext, stats: &mut RunStats) ->
         ],
     )
     .expect("columns of equal length");
-    Orders { df, skipped }
+    Orders { df, in_window }
 }
 
 fn left_join(left: &DataFrame, right: &DataFrame, on: &str) -> PolarsResult<DataFrame> {
@@ -276,23 +286,8 @@ fn transform_inner(chunk: &FactChunk, ctx: &FactContext) -> PolarsResult<FactOut
     let items: Vec<&crate::extract::OrderItem> = chunk
         .items
         .iter()
-        .filter(|i| !orders.skipped.contains(&i.order_id))
+        .filter(|i| orders.in_scope(i.order_id))
         .collect();
-    // In a windowed run, items whose order is missing cannot be dated: out of scope.
-    let items: Vec<&crate::extract::OrderItem> = if ctx.window.is_some() {
-        let present: std::collections::HashSet<i64> = chunk
-            .orders
-            .iter()
-            .map(|o| o.order_id)
-            .filter(|id| !orders.skipped.contains(id))
-            .collect();
-        items
-            .into_iter()
-            .filter(|i| present.contains(&i.order_id))
-            .collect()
-    } else {
-        items
-    };
     let n = items.len();
     let items_df = DataFrame::new(
         n,
@@ -481,7 +476,7 @@ fn transform_inner(chunk: &FactChunk, ctx: &FactContext) -> PolarsResult<FactOut
     let in_scope: Vec<&crate::extract::Payment> = chunk
         .payments
         .iter()
-        .filter(|p| !orders.skipped.contains(&p.order_id))
+        .filter(|p| orders.in_scope(p.order_id))
         .collect();
     let pay_df = DataFrame::new(
         in_scope.len(),
@@ -536,25 +531,18 @@ fn transform_inner(chunk: &FactChunk, ctx: &FactContext) -> PolarsResult<FactOut
     )?;
     preason = overrule(preason, &method.lt(0), RejectReason::PaymentBadMethod)?;
     preason = overrule(preason, &amount.lt_eq(0), RejectReason::PaymentBadAmount)?;
-    // In a windowed run a payment without an order cannot be dated: out of scope.
     let pay_st = stats.table(oltp::PAYMENTS.name);
+    pay_st.read = pj.height() as u64;
     let mut rejected_pay: HashMap<i64, RejectReason> = HashMap::new();
-    let mut read = 0u64;
     for (id, r) in col_i64(&pj, "payment_id")?
         .into_no_null_iter()
         .zip(preason.into_no_null_iter())
     {
-        let r = reason_of(r);
-        if ctx.window.is_some() && r == Some(RejectReason::PaymentMissingOrder) {
-            continue;
-        }
-        read += 1;
-        if let Some(r) = r {
+        if let Some(r) = reason_of(r) {
             rejected_pay.insert(id, r);
             pay_st.reject(r);
         }
     }
-    pay_st.read = read;
     let pgood = pj.filter(&preason.equal(0))?;
     let mut payments = CopyBuf::with_capacity(pgood.height() * 72 + 64);
     {

@@ -10,23 +10,30 @@ use mysql_async::prelude::Queryable;
 
 use crate::support::{fingerprint, run_expect, stderr, stdout, wait_for, TestDbs};
 
+const DIM_FROM: &str = "2024-01-01";
+const DIM_TO: &str = "2026-12-31";
+
 fn initialised() -> TestDbs {
-    TestDbs::initialised("2024-01-01", "2026-12-31")
+    TestDbs::initialised(DIM_FROM, DIM_TO)
 }
 
 fn seed(dbs: &TestDbs, items: &str, extra: &[&str]) -> String {
-    let mut cmd = dbs.salesdwh();
-    cmd.args([
-        "seed",
-        "--order-items",
-        items,
-        "--seed",
-        "11",
-        "--end-date",
-        "2026-09-30",
-    ])
-    .args(extra);
-    stdout(&run_expect(&mut cmd, 0))
+    dbs.seed(items, "11", extra)
+}
+
+/// A seeded source backfilled into one warehouse, and a second, empty
+/// warehouse on the same source: (reference fingerprint, second).
+async fn reference_and_second(
+    items: &str,
+    extra: &[&str],
+) -> (TestDbs, Vec<(String, i64, String)>, TestDbs) {
+    let reference = initialised();
+    seed(&reference, items, extra);
+    backfill(&reference, &[]);
+    let expected = fingerprint(&reference.pg().await).await;
+    let second = reference.second_warehouse();
+    second.init(DIM_FROM, DIM_TO);
+    (reference, expected, second)
 }
 
 fn backfill(dbs: &TestDbs, extra: &[&str]) -> std::process::Output {
@@ -388,22 +395,8 @@ async fn kill_when(dbs: &TestDbs, pg: &tokio_postgres::Client, sql: &str, at_lea
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_at_any_point_then_rerun_gives_the_uninterrupted_warehouse() {
-    let reference = initialised();
-    seed(&reference, "30000", &["--bad-rows", "2"]);
-    backfill(&reference, &[]);
-    let expected = fingerprint(&reference.pg().await).await;
-
-    let dbs = reference.second_warehouse();
-    run_expect(
-        dbs.salesdwh().args([
-            "init",
-            "--dim-date-from",
-            "2024-01-01",
-            "--dim-date-to",
-            "2026-12-31",
-        ]),
-        0,
-    );
+    // `_reference` owns the shared source: it must outlive the test.
+    let (_reference, expected, dbs) = reference_and_second("30000", &["--bad-rows", "2"]).await;
     let pg = dbs.pg().await;
     let chunks = "SELECT count(*) FROM dwh.backfill_chunks";
     // During the dimensions (state recorded, no chunk yet), then after some
@@ -442,22 +435,8 @@ async fn kill_9_at_any_point_then_rerun_gives_the_uninterrupted_warehouse() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn lost_postgres_connection_exits_1_and_rerun_completes() {
-    let reference = initialised();
-    seed(&reference, "30000", &[]);
-    backfill(&reference, &[]);
-    let expected = fingerprint(&reference.pg().await).await;
-
-    let dbs = reference.second_warehouse();
-    run_expect(
-        dbs.salesdwh().args([
-            "init",
-            "--dim-date-from",
-            "2024-01-01",
-            "--dim-date-to",
-            "2026-12-31",
-        ]),
-        0,
-    );
+    // `_reference` owns the shared source: it must outlive the test.
+    let (_reference, expected, dbs) = reference_and_second("30000", &[]).await;
     let pg = dbs.pg().await;
     let child = dbs
         .salesdwh()

@@ -5,26 +5,11 @@ use mysql_async::prelude::Queryable;
 
 use crate::support::{run_expect, stderr, stdout, TestDbs};
 
-const END: &str = "2026-09-30";
+const END: &str = crate::support::SEED_END;
 
 /// Creates the OLTP tables (and the warehouse) in fresh databases.
 fn initialised() -> TestDbs {
     TestDbs::initialised("2026-01-01", "2026-01-02")
-}
-
-fn seed(dbs: &TestDbs, items: &str, seed: &str, extra: &[&str]) -> String {
-    let mut cmd = dbs.salesdwh();
-    cmd.args([
-        "seed",
-        "--order-items",
-        items,
-        "--seed",
-        seed,
-        "--end-date",
-        END,
-    ])
-    .args(extra);
-    stdout(&run_expect(&mut cmd, 0))
 }
 
 async fn checksums(dbs: &TestDbs) -> Vec<(String, u64)> {
@@ -49,23 +34,23 @@ async fn count(my: &mut mysql_async::Conn, sql: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn same_arguments_give_byte_identical_tables() {
     let (a, b) = (initialised(), initialised());
-    seed(&a, "20000", "7", &[]);
-    seed(&b, "20000", "7", &[]);
+    a.seed("20000", "7", &[]);
+    b.seed("20000", "7", &[]);
     let (sum_a, sum_b) = (checksums(&a).await, checksums(&b).await);
     assert_eq!(sum_a, sum_b);
     // Another seed gives other data; --truncate then the first seed again
     // gives the first data back.
-    let out = seed(&b, "20000", "8", &["--truncate"]);
+    let out = b.seed("20000", "8", &["--truncate"]);
     assert!(out.contains("seed 8"), "{out}");
     assert_ne!(checksums(&b).await, sum_a);
-    seed(&b, "20000", "7", &["--truncate"]);
+    b.seed("20000", "7", &["--truncate"]);
     assert_eq!(checksums(&b).await, sum_a);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sizes_references_totals_and_payments_hold() {
     let dbs = initialised();
-    let out = seed(&dbs, "60000", "3", &[]);
+    let out = dbs.seed("60000", "3", &[]);
     assert!(out.contains("order_items"), "{out}");
     let mut my = dbs.my().await;
     assert_eq!(
@@ -236,7 +221,7 @@ async fn sizes_references_totals_and_payments_hold() {
 #[tokio::test(flavor = "multi_thread")]
 async fn refuses_a_non_empty_oltp_without_truncate() {
     let dbs = initialised();
-    seed(&dbs, "2000", "1", &[]);
+    dbs.seed("2000", "1", &[]);
     let before = checksums(&dbs).await;
     let out = run_expect(
         dbs.salesdwh()
@@ -277,8 +262,7 @@ async fn tagged(my: &mut mysql_async::Conn, code: &str, sql: &str) -> Vec<String
 async fn bad_rows_are_exactly_the_announced_ones() {
     let dbs = initialised();
     let expect = dbs.workdir.path().join("expect.tsv");
-    let out = seed(
-        &dbs,
+    let out = dbs.seed(
         "8000",
         "5",
         &["--bad-rows", "4", "--expect-file", expect.to_str().unwrap()],
@@ -388,8 +372,8 @@ async fn snapshot(
 #[tokio::test(flavor = "multi_thread")]
 async fn simulated_days_change_updated_at_exactly_where_values_change() {
     let (a, b) = (initialised(), initialised());
-    seed(&a, "30000", "11", &[]);
-    seed(&b, "30000", "11", &[]);
+    a.seed("30000", "11", &[]);
+    b.seed("30000", "11", &[]);
     let mut my = a.my().await;
     let before = snapshot(&mut my).await;
     let out = stdout(&run_expect(
@@ -474,7 +458,7 @@ async fn simulated_days_change_updated_at_exactly_where_values_change() {
 async fn insert_fallback_loads_the_same_bytes_as_load_data() {
     // Servers with local_infile off (MySQL 8's default) get multi-row INSERTs.
     let (a, b) = (initialised(), initialised());
-    seed(&a, "15000", "9", &["--load-method", "local-infile"]);
-    seed(&b, "15000", "9", &["--load-method", "insert"]);
+    a.seed("15000", "9", &["--load-method", "local-infile"]);
+    b.seed("15000", "9", &["--load-method", "insert"]);
     assert_eq!(checksums(&a).await, checksums(&b).await);
 }

@@ -14,6 +14,8 @@ use salesdwh::config::{DbEndpoint, Engine};
 use salesdwh::connect;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// The last order day of every seeded test OLTP.
+pub const SEED_END: &str = "2026-09-30";
 
 pub fn mysql_server() -> DbEndpoint {
     let url = std::env::var("TEST_MYSQL_URL")
@@ -132,12 +134,34 @@ impl TestDbs {
     /// Fresh databases after `salesdwh init` with dim_date from..to.
     pub fn initialised(from: &str, to: &str) -> Self {
         let dbs = Self::names();
+        dbs.init(from, to);
+        dbs
+    }
+
+    /// `salesdwh init` with dim_date from..to.
+    pub fn init(&self, from: &str, to: &str) {
         run_expect(
-            dbs.salesdwh()
+            self.salesdwh()
                 .args(["init", "--dim-date-from", from, "--dim-date-to", to]),
             0,
         );
-        dbs
+    }
+
+    /// `salesdwh seed --order-items N --seed S --end-date 2026-09-30 …`;
+    /// returns its stdout.
+    pub fn seed(&self, items: &str, seed: &str, extra: &[&str]) -> String {
+        let mut cmd = self.salesdwh();
+        cmd.args([
+            "seed",
+            "--order-items",
+            items,
+            "--seed",
+            seed,
+            "--end-date",
+            SEED_END,
+        ])
+        .args(extra);
+        stdout(&run_expect(&mut cmd, 0))
     }
 
     /// `salesdwh` with only PATH and this test's URLs in its environment.
