@@ -58,6 +58,30 @@ pub enum Command {
     Seed(SeedArgs),
     /// One-shot historical load of the whole source into the warehouse (resumable)
     Backfill(BackfillArgs),
+    /// Incremental load of what changed since the watermarks (for the nightly job)
+    Sync(SyncArgs),
+    /// Watermarks, lag behind the source, last runs, open rejects, KPIs
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Rows per keyset page and about 4x the orders per re-derived chunk [env: BATCH_ROWS] [default: 20000]
+    #[arg(long, value_name = "N")]
+    pub batch_rows: Option<String>,
+    /// Re-read this many seconds before each watermark (rows committed late) [env: LOOKBACK_SECS] [default: 600]
+    #[arg(long, value_name = "SECS")]
+    pub lookback_secs: Option<String>,
+    /// Do not refresh the marts at the end
+    #[arg(long)]
+    pub no_refresh_marts: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Runs to list
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub runs: u32,
 }
 
 #[derive(Debug, Args)]
@@ -269,6 +293,10 @@ impl Cli {
         if let Command::Backfill(args) = &self.command {
             raw.workers = args.workers.clone();
             raw.batch_rows = args.batch_rows.clone();
+        }
+        if let Command::Sync(args) = &self.command {
+            raw.batch_rows = args.batch_rows.clone();
+            raw.lookback_secs = args.lookback_secs.clone();
         }
         raw
     }

@@ -114,3 +114,9 @@ pub fn cause_chain(error: &dyn std::error::Error) -> String {
     }
     line
 }
+
+impl From<crate::load::LoadError> for Error {
+    fn from(e: crate::load::LoadError) -> Self {
+        Error::Pipeline(e.into())
+    }
+}

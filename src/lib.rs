@@ -17,6 +17,7 @@ pub mod quality;
 pub mod schema;
 pub mod seed;
 pub mod state;
+pub mod status;
 pub mod summary;
 pub mod transform;
 
@@ -54,6 +55,26 @@ pub fn run(cli: Cli) -> Result<(), (Error, Vec<String>)> {
                 .map_err(|e| (e.into(), Vec::new()))?;
             runtime()
                 .and_then(|rt| rt.block_on(backfill_command(&settings, &options)))
+                .map_err(|e| (e, secrets))
+        }
+        Command::Sync(args) => {
+            let settings = resolve(&raw).map_err(|e| (e, config::raw_secrets(&raw, &env)))?;
+            let secrets = settings.secrets();
+            let options = pipeline::sync::SyncOptions {
+                batch_rows: settings.batch_rows,
+                lookback_secs: settings.lookback_secs,
+                refresh_marts: !args.no_refresh_marts,
+                quiet: cli.global.quiet,
+            };
+            runtime()
+                .and_then(|rt| rt.block_on(sync_command(&settings, &options)))
+                .map_err(|e| (e, secrets))
+        }
+        Command::Status(args) => {
+            let settings = resolve(&raw).map_err(|e| (e, config::raw_secrets(&raw, &env)))?;
+            let secrets = settings.secrets();
+            runtime()
+                .and_then(|rt| rt.block_on(status_command(&settings, args.runs)))
                 .map_err(|e| (e, secrets))
         }
         Command::Init(_) => {
@@ -177,6 +198,21 @@ async fn backfill_command(
 ) -> Result<(), Error> {
     let report = pipeline::backfill::run(settings, options).await?;
     print!("{}", summary::backfill(&report, settings));
+    Ok(())
+}
+
+async fn sync_command(
+    settings: &Settings,
+    options: &pipeline::sync::SyncOptions,
+) -> Result<(), Error> {
+    let report = pipeline::sync::run(settings, options).await?;
+    print!("{}", summary::sync(&report, settings));
+    Ok(())
+}
+
+async fn status_command(settings: &Settings, runs: u32) -> Result<(), Error> {
+    let report = status::read(settings, runs).await?;
+    print!("{}", status::format(&report));
     Ok(())
 }
 

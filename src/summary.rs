@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use crate::config::Settings;
 use crate::pipeline::backfill::BackfillReport;
+use crate::pipeline::sync::SyncReport;
 use crate::schema::OLTP;
 use crate::transform::RunStats;
 
@@ -21,14 +22,15 @@ fn thousands(n: u64) -> String {
     out
 }
 
-/// The per-table table and the reject/unresolved lines.
-pub fn tables(prefix: &str, stats: &RunStats) -> String {
+/// The per-table table and the reject/unresolved lines; `changed` adds
+/// the column of rows a sync's keyset found changed.
+pub fn tables(prefix: &str, stats: &RunStats, changed: bool) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{prefix}   {:<12} {:>12} {:>12} {:>10}",
-        "table", "read", "loaded", "rejected"
-    );
+    let _ = write!(out, "{prefix}   {:<12} ", "table");
+    if changed {
+        let _ = write!(out, "{:>10} ", "changed");
+    }
+    let _ = writeln!(out, "{:>12} {:>12} {:>10}", "read", "loaded", "rejected");
     for table in OLTP.tables {
         if let Some(t) = stats.tables.get(table.name) {
             let loaded = if table.name == "orders" {
@@ -36,10 +38,13 @@ pub fn tables(prefix: &str, stats: &RunStats) -> String {
             } else {
                 thousands(t.loaded)
             };
+            let _ = write!(out, "{prefix}   {:<12} ", table.name);
+            if changed {
+                let _ = write!(out, "{:>10} ", thousands(t.changed));
+            }
             let _ = writeln!(
                 out,
-                "{prefix}   {:<12} {:>12} {:>12} {:>10}",
-                table.name,
+                "{:>12} {:>12} {:>10}",
                 thousands(t.read),
                 loaded,
                 thousands(t.rejected_total())
@@ -97,7 +102,7 @@ pub fn backfill(report: &BackfillReport, settings: &Settings) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    out.push_str(&tables("backfill:", &report.stats));
+    out.push_str(&tables("backfill:", &report.stats, false));
     let _ = writeln!(
         out,
         "backfill: {} source rows read, {} loaded, {} rejected; {:.0} source rows/s, {:.0} fact_sales rows/s",
@@ -114,6 +119,47 @@ pub fn backfill(report: &BackfillReport, settings: &Settings) -> String {
             report.refreshed_marts.len()
         );
     }
+    out
+}
+
+pub fn sync(report: &SyncReport, settings: &Settings) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "sync: run {} succeeded: {} into {} in {:.2} s",
+        report.run_id,
+        settings.mysql,
+        settings.postgres,
+        report.elapsed.as_secs_f64()
+    );
+    out.push_str(&tables("sync:", &report.stats, true));
+    let _ = writeln!(
+        out,
+        "sync: {} dimension rows changed; {} orders re-derived: {} fact rows upserted, {} deleted, {} rejects released; {} fact rows restated for product changes",
+        thousands(report.dims_changed),
+        thousands(report.orders),
+        thousands(report.applied.upserted),
+        thousands(report.applied.deleted),
+        thousands(report.applied.released),
+        thousands(report.restated)
+    );
+    let marts = if !report.refreshed_marts.is_empty() {
+        format!("refreshed {} marts", report.refreshed_marts.len())
+    } else if report.changed_data() {
+        "marts not refreshed (--no-refresh-marts)".to_string()
+    } else {
+        "no data row changed, marts left as they are".to_string()
+    };
+    let _ = writeln!(
+        out,
+        "sync: phases: {}; {marts}",
+        report
+            .phases
+            .iter()
+            .map(|(name, d)| format!("{name} {:.2} s", d.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     out
 }
 

@@ -172,6 +172,8 @@ COMMENT ON COLUMN "dwh"."fact_sales"."completed_at" IS 'orders.completed_at (UTC
 
 COMMENT ON COLUMN "dwh"."fact_sales"."loaded_at" IS 'when the row was last written by salesdwh';
 
+CREATE INDEX IF NOT EXISTS "ix_fact_sales_order_id" ON "dwh"."fact_sales" ("order_id");
+
 CREATE INDEX IF NOT EXISTS "ix_fact_sales_date_key" ON "dwh"."fact_sales" ("date_key");
 
 CREATE INDEX IF NOT EXISTS "ix_fact_sales_product_key" ON "dwh"."fact_sales" ("product_key");
@@ -200,6 +202,8 @@ COMMENT ON TABLE "dwh"."fact_payments" IS 'One row per payment; date_key is the 
 COMMENT ON COLUMN "dwh"."fact_payments"."payment_id" IS 'natural key from payments';
 
 COMMENT ON COLUMN "dwh"."fact_payments"."loaded_at" IS 'when the row was last written by salesdwh';
+
+CREATE INDEX IF NOT EXISTS "ix_fact_payments_order_id" ON "dwh"."fact_payments" ("order_id");
 
 CREATE INDEX IF NOT EXISTS "ix_fact_payments_date_key" ON "dwh"."fact_payments" ("date_key");
 

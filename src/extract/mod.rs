@@ -288,3 +288,139 @@ pub async fn read_fact_chunk(conn: &mut Conn, lo: i64, hi: i64) -> Result<FactCh
     read_range(conn, lo, hi, &mut chunk.payments).await?;
     Ok(chunk)
 }
+
+/// A microsecond instant as a MySQL DATETIME(6) parameter (UTC sessions).
+pub fn ts_param(us: i64) -> mysql_async::Value {
+    use chrono::{Datelike, Timelike};
+    match chrono::DateTime::from_timestamp_micros(us) {
+        Some(t) => mysql_async::Value::Date(
+            t.year().clamp(0, 9999) as u16,
+            t.month() as u8,
+            t.day() as u8,
+            t.hour() as u8,
+            t.minute() as u8,
+            t.second() as u8,
+            t.timestamp_subsec_micros(),
+        ),
+        None => mysql_async::Value::Date(1000, 1, 1, 0, 0, 0, 0),
+    }
+}
+
+/// The keyset page query of a table: rows after `(updated_at, pk)` in
+/// `(updated_at, pk)` order. The leading `updated_at >= ?` gives the
+/// optimizer a range on the `(updated_at, pk)` index (a row-value
+/// comparison alone is not a range for MariaDB); the OR settles ties.
+/// Parameters: updated_at, updated_at, pk, limit.
+pub fn keyset_sql(table: &Table) -> String {
+    let pk = quote_ident(Dialect::MySql, pk_column(table));
+    select_sql(
+        table,
+        &format!(
+            "WHERE `updated_at` >= ? AND (`updated_at` > ? OR {pk} > ?) ORDER BY `updated_at`, {pk} LIMIT ?"
+        ),
+    )
+}
+
+/// Reads a table's rows changed after a cursor, one keyset page at a
+/// time. Pages never split or repeat rows sharing an `updated_at`: the
+/// cursor is the last row's full `(updated_at, pk)`.
+pub struct Keyset<T> {
+    after: (i64, i64),
+    size: usize,
+    done: bool,
+    _row: std::marker::PhantomData<T>,
+}
+
+impl<T: SourceRow> Keyset<T> {
+    /// Rows with `(updated_at, pk) > after`.
+    pub fn after(after: (i64, i64), size: usize) -> Self {
+        Keyset {
+            after,
+            size: size.max(1),
+            done: false,
+            _row: std::marker::PhantomData,
+        }
+    }
+
+    /// The next page, or `None` when no row is left.
+    pub async fn next(&mut self, conn: &mut Conn) -> Result<Option<Vec<T>>, ExtractError> {
+        if self.done {
+            return Ok(None);
+        }
+        let table = T::TABLE;
+        let (ts, pk) = self.after;
+        let params = vec![
+            ts_param(ts),
+            ts_param(ts),
+            mysql_async::Value::Int(pk),
+            mysql_async::Value::UInt(self.size as u64),
+        ];
+        let rows: Vec<Row> = conn
+            .exec(keyset_sql(table), params)
+            .await
+            .map_err(query_failed(format!("changed rows of {}", table.name)))?;
+        self.done = rows.len() < self.size;
+        let page = rows
+            .into_iter()
+            .map(|r| parse_row::<T>(r, table.name))
+            .collect::<Result<Vec<T>, _>>()?;
+        match page.last() {
+            Some(last) => {
+                self.after = last.cursor();
+                Ok(Some(page))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+/// Ids per `IN (…)` list: a fixed count, so one prepared statement serves.
+pub const IN_LIST: usize = 500;
+
+/// `SELECT <model columns> FROM <table> WHERE <column> IN (?, … IN_LIST)`.
+pub fn in_list_sql(table: &Table, column: &str) -> String {
+    debug_assert!(table.column(column).is_some(), "{column} of {}", table.name);
+    let marks = vec!["?"; IN_LIST].join(", ");
+    select_sql(
+        table,
+        &format!("WHERE {} IN ({marks})", quote_ident(Dialect::MySql, column)),
+    )
+}
+
+/// The rows of `T` whose `column` (a column of the model) is one of `ids`.
+pub async fn read_where<T: SourceRow>(
+    conn: &mut Conn,
+    column: &'static str,
+    ids: &[i64],
+) -> Result<Vec<T>, ExtractError> {
+    let table = T::TABLE;
+    let sql = in_list_sql(table, column);
+    let mut out = Vec::new();
+    for part in ids.chunks(IN_LIST) {
+        // Pad with the last id: a repeated value in IN matches nothing new.
+        let last = *part.last().expect("chunks are not empty");
+        let params: Vec<mysql_async::Value> = (0..IN_LIST)
+            .map(|i| mysql_async::Value::Int(part.get(i).copied().unwrap_or(last)))
+            .collect();
+        let mut stream = conn
+            .exec_stream::<Row, _, _>(sql.as_str(), params)
+            .await
+            .map_err(query_failed(format!("{} by {column}", table.name)))?;
+        while let Some(row) = stream.next().await {
+            let row = row.map_err(query_failed(table.name))?;
+            out.push(parse_row(row, table.name)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Orders, items and payments of the given orders (sorted ids).
+pub async fn read_orders(conn: &mut Conn, order_ids: &[i64]) -> Result<FactChunk, ExtractError> {
+    Ok(FactChunk {
+        lo: order_ids.first().copied().unwrap_or(0),
+        hi: order_ids.last().copied().unwrap_or(0),
+        orders: read_where(conn, "order_id", order_ids).await?,
+        items: read_where(conn, "order_id", order_ids).await?,
+        payments: read_where(conn, "order_id", order_ids).await?,
+    })
+}

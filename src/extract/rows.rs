@@ -14,6 +14,8 @@ pub trait SourceRow: Sized + Send + 'static {
     /// Column names in the order `parse` reads them (the model's order).
     const COLUMNS: &'static [&'static str];
     fn parse(values: Vec<Value>) -> Result<Self, ValueError>;
+    /// The row's keyset position: `(updated_at µs, primary key)`.
+    fn cursor(&self) -> (i64, i64);
 }
 
 /// Pops values in column order.
@@ -46,6 +48,9 @@ pub struct Region {
 }
 
 impl SourceRow for Region {
+    fn cursor(&self) -> (i64, i64) {
+        (self.updated_at, self.region_id)
+    }
     const TABLE: &'static Table = &oltp::REGIONS;
     const COLUMNS: &'static [&'static str] = &["region_id", "name", "country", "updated_at"];
     fn parse(values: Vec<Value>) -> Result<Self, ValueError> {
@@ -68,6 +73,9 @@ pub struct Category {
 }
 
 impl SourceRow for Category {
+    fn cursor(&self) -> (i64, i64) {
+        (self.updated_at, self.category_id)
+    }
     const TABLE: &'static Table = &oltp::CATEGORIES;
     const COLUMNS: &'static [&'static str] = &["category_id", "name", "parent_id", "updated_at"];
     fn parse(values: Vec<Value>) -> Result<Self, ValueError> {
@@ -96,6 +104,9 @@ pub struct Customer {
 }
 
 impl SourceRow for Customer {
+    fn cursor(&self) -> (i64, i64) {
+        (self.updated_at, self.customer_id)
+    }
     const TABLE: &'static Table = &oltp::CUSTOMERS;
     const COLUMNS: &'static [&'static str] = &[
         "customer_id",
@@ -140,6 +151,9 @@ pub struct Employee {
 }
 
 impl SourceRow for Employee {
+    fn cursor(&self) -> (i64, i64) {
+        (self.updated_at, self.employee_id)
+    }
     const TABLE: &'static Table = &oltp::EMPLOYEES;
     const COLUMNS: &'static [&'static str] = &[
         "employee_id",
@@ -181,6 +195,9 @@ pub struct Product {
 }
 
 impl SourceRow for Product {
+    fn cursor(&self) -> (i64, i64) {
+        (self.updated_at, self.product_id)
+    }
     const TABLE: &'static Table = &oltp::PRODUCTS;
     const COLUMNS: &'static [&'static str] = &[
         "product_id",
@@ -222,6 +239,9 @@ pub struct Order {
 }
 
 impl SourceRow for Order {
+    fn cursor(&self) -> (i64, i64) {
+        (self.updated_at, self.order_id)
+    }
     const TABLE: &'static Table = &oltp::ORDERS;
     const COLUMNS: &'static [&'static str] = &[
         "order_id",
@@ -264,6 +284,9 @@ pub struct OrderItem {
 }
 
 impl SourceRow for OrderItem {
+    fn cursor(&self) -> (i64, i64) {
+        (self.updated_at, self.order_item_id)
+    }
     const TABLE: &'static Table = &oltp::ORDER_ITEMS;
     const COLUMNS: &'static [&'static str] = &[
         "order_item_id",
@@ -300,6 +323,9 @@ pub struct Payment {
 }
 
 impl SourceRow for Payment {
+    fn cursor(&self) -> (i64, i64) {
+        (self.updated_at, self.payment_id)
+    }
     const TABLE: &'static Table = &oltp::PAYMENTS;
     const COLUMNS: &'static [&'static str] = &[
         "payment_id",

@@ -44,20 +44,31 @@ pub async fn stage(tx: &Transaction<'_>, table: &Table, data: Bytes) -> Result<u
     copy_in(tx, &staging_name(table), &table.load_columns(), data).await
 }
 
-/// Merges the staging table into the dimension on its natural key (its
-/// UNIQUE column); returns the rows inserted or changed.
+/// The key a table is merged on: its natural key (first UNIQUE), else its
+/// primary key (the facts, keyed by the source row's id).
+pub fn merge_key(table: &Table) -> &'static [&'static str] {
+    table.unique.first().copied().unwrap_or(table.primary_key)
+}
+
+/// Merges the staging table into the table on its [`merge_key`]; returns
+/// the rows inserted or changed. A row whose values are all equal is not
+/// touched (no new tuple, `loaded_at` kept), so re-reading an unchanged
+/// source changes nothing.
 pub async fn merge(tx: &Transaction<'_>, table: &Table) -> Result<u64, LoadError> {
-    let natural = table.unique[0];
+    let natural = merge_key(table);
     let columns = table.load_columns();
     let updated: Vec<&str> = columns
         .iter()
         .copied()
         .filter(|c| !natural.contains(c))
         .collect();
-    let set: Vec<String> = updated
+    let mut set: Vec<String> = updated
         .iter()
         .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(D, c)))
         .collect();
+    if table.column("loaded_at").is_some() {
+        set.push(format!("{} = now()", quote_ident(D, "loaded_at")));
+    }
     let target: Vec<String> = updated
         .iter()
         .map(|c| format!("d.{}", quote_ident(D, c)))
@@ -83,6 +94,39 @@ pub async fn merge(tx: &Transaction<'_>, table: &Table) -> Result<u64, LoadError
         .map_err(LoadError::pg(format!("merging {}", table.name)))
 }
 
+/// Natural keys in the staging table that the dimension does not hold yet
+/// (call before [`merge`]): rows that may resolve references loaded as -1.
+pub async fn new_keys(tx: &Transaction<'_>, table: &Table) -> Result<Vec<i64>, LoadError> {
+    let natural = quote_ident(D, merge_key(table)[0]);
+    let sql = format!(
+        "SELECT DISTINCT s.{natural}::bigint FROM {stg} s \
+         WHERE NOT EXISTS (SELECT 1 FROM {table_sql} d WHERE d.{natural} = s.{natural})",
+        stg = staging_name(table),
+        table_sql = qualified(table),
+    );
+    Ok(tx
+        .query(&sql, &[])
+        .await
+        .map_err(LoadError::pg(format!("finding new rows of {}", table.name)))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// dim_product.category_name follows a renamed category (SCD1).
+pub async fn restate_category_names(tx: &Transaction<'_>) -> Result<u64, LoadError> {
+    use crate::schema::dwh::{DIM_CATEGORY, DIM_PRODUCT};
+    let sql = format!(
+        "UPDATE {p} p SET category_name = c.name FROM {c} c \
+         WHERE c.category_key = p.category_key AND p.category_name IS DISTINCT FROM c.name",
+        p = qualified(&DIM_PRODUCT),
+        c = qualified(&DIM_CATEGORY),
+    );
+    tx.execute(&sql, &[])
+        .await
+        .map_err(LoadError::pg("restating product category names"))
+}
+
 /// Streams the rows of a query to `f` (key maps can be large: never a
 /// whole result in memory twice).
 async fn each_row<C: tokio_postgres::GenericClient>(
@@ -106,6 +150,15 @@ async fn each_row<C: tokio_postgres::GenericClient>(
 /// Reads natural → surrogate keys of every dimension (without the -1
 /// members, which are not source rows).
 pub async fn read_keys<C: tokio_postgres::GenericClient>(client: &C) -> Result<Keys, LoadError> {
+    read_keys_of(client, true).await
+}
+
+/// Like [`read_keys`]; with `all` false only regions and categories (what
+/// the other dimensions reference), which are small.
+pub async fn read_keys_of<C: tokio_postgres::GenericClient>(
+    client: &C,
+    all: bool,
+) -> Result<Keys, LoadError> {
     use crate::schema::dwh::{DIM_CATEGORY, DIM_CUSTOMER, DIM_EMPLOYEE, DIM_PRODUCT, DIM_REGION};
     let q = |table: &Table, cols: &str| {
         format!(
@@ -135,6 +188,9 @@ pub async fn read_keys<C: tokio_postgres::GenericClient>(client: &C) -> Result<K
         },
     )
     .await?;
+    if !all {
+        return Ok(keys);
+    }
     each_row(
         client,
         &q(

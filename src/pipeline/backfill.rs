@@ -37,8 +37,8 @@ use crate::load::copy::CopyBuf;
 use crate::load::{self, dims as load_dims, facts as load_facts, indexes, qualified, LoadError};
 use crate::progress::{Board, Progress};
 use crate::schema::dwh::{
-    BACKFILL_CHUNKS, BACKFILL_STATE, DIM_CATEGORY, DIM_CUSTOMER, DIM_DATE, DIM_EMPLOYEE,
-    DIM_PRODUCT, DIM_REGION, ETL_REJECTS, FACT_PAYMENTS, FACT_SALES, LOAD_WATERMARKS,
+    BACKFILL_CHUNKS, BACKFILL_STATE, DIM_CATEGORY, DIM_CUSTOMER, DIM_EMPLOYEE, DIM_PRODUCT,
+    DIM_REGION, ETL_REJECTS, FACT_PAYMENTS, FACT_SALES, LOAD_WATERMARKS,
 };
 use crate::schema::model::Table;
 use crate::schema::{oltp, OLTP};
@@ -326,7 +326,7 @@ async fn body(
         .window
         .map(|(a, b)| (day_micros(a), day_micros(b) + DAY_MICROS));
     let ctx = Arc::new(FactContext::new(Arc::new(keys), now + DAY_MICROS, window));
-    let covered = dim_date_range(client).await?;
+    let covered = load_facts::dim_date_range(client).await?;
     load_facts_parallel(
         client,
         snapshot,
@@ -435,25 +435,6 @@ async fn body(
         elapsed: started.elapsed(),
         refreshed_marts: refreshed,
     })
-}
-
-/// The day range (days since 1970) dim_date holds.
-async fn dim_date_range(client: &tokio_postgres::Client) -> Result<Option<(i32, i32)>, LoadError> {
-    let row = client
-        .query_one(
-            &format!(
-                "SELECT min(full_date), max(full_date) FROM {}",
-                qualified(&DIM_DATE)
-            ),
-            &[],
-        )
-        .await
-        .map_err(LoadError::pg("reading the dim_date range"))?;
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid");
-    let a: Option<NaiveDate> = row.get(0);
-    let b: Option<NaiveDate> = row.get(1);
-    Ok(a.zip(b)
-        .map(|(a, b)| ((a - epoch).num_days() as i32, (b - epoch).num_days() as i32)))
 }
 
 /// Streams one dimension table from MySQL through staging into the warehouse.
@@ -631,7 +612,8 @@ async fn load_facts_parallel(
                     .transaction()
                     .await
                     .map_err(LoadError::pg(format!("loading orders {lo}..={hi}")))?;
-                load_facts::write_chunk(&tx, out, run_id, covered).await?;
+                load_facts::write_chunk(&tx, out, run_id, covered, load_facts::Target::Facts)
+                    .await?;
                 load_facts::mark_chunk(&tx, lo, hi, run_id, &chunk_stats).await?;
                 tx.commit()
                     .await

@@ -1,8 +1,9 @@
 //! The drivers: bounded channels from extract through transform to load.
-//! `backfill` is the one-shot historical load; `sync` (next) reuses its
-//! stages.
+//! `backfill` is the one-shot historical load; `sync` is the incremental
+//! one and reuses its extract, transform and load stages.
 
 pub mod backfill;
+pub mod sync;
 
 use crate::connect::ConnectError;
 use crate::extract::ExtractError;
@@ -29,6 +30,8 @@ pub enum PipelineError {
     NotEmpty { sales: i64, payments: i64 },
     #[error("an unfinished backfill was started with other options ({recorded})")]
     ResumeMismatch { recorded: String },
+    #[error("a backfill of this warehouse is unfinished")]
+    BackfillUnfinished,
     #[error("a pipeline task stopped unexpectedly: {0}")]
     Task(String),
 }
@@ -38,7 +41,9 @@ impl PipelineError {
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
-            PipelineError::NotEmpty { .. } | PipelineError::ResumeMismatch { .. }
+            PipelineError::NotEmpty { .. }
+                | PipelineError::ResumeMismatch { .. }
+                | PipelineError::BackfillUnfinished
         )
     }
 
@@ -49,6 +54,9 @@ impl PipelineError {
             ),
             PipelineError::ResumeMismatch { .. } => Some(
                 "rerun with the same --from/--to/--batch-rows to resume it, or add --truncate to start over",
+            ),
+            PipelineError::BackfillUnfinished => Some(
+                "rerun the same `salesdwh backfill` command to finish it (nothing was changed), then sync",
             ),
             PipelineError::State(StateError::Locked { .. }) => {
                 Some("wait for the other run to finish; nothing was changed")

@@ -227,6 +227,10 @@ pub const FACT_SALES: Table = Table {
     ],
     primary_key: &["order_item_id"],
     indexes: &[
+        // Sync re-derives whole orders: it finds their rows by order_id.
+        Index {
+            columns: &["order_id"],
+        },
         Index {
             columns: &["date_key"],
         },
@@ -268,6 +272,9 @@ pub const FACT_PAYMENTS: Table = Table {
     ],
     primary_key: &["payment_id"],
     indexes: &[
+        Index {
+            columns: &["order_id"],
+        },
         Index {
             columns: &["date_key"],
         },

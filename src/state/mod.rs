@@ -135,15 +135,17 @@ fn ts(us: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(us).unwrap_or_default()
 }
 
-/// Sets the watermarks (inside the caller's transaction).
+/// Sets the watermarks (inside the caller's transaction); a mark that did
+/// not move is not rewritten.
 pub async fn set_watermarks<C: GenericClient>(
     client: &C,
     marks: &[(String, Watermark)],
 ) -> Result<(), LoadError> {
     let sql = format!(
-        "INSERT INTO {} (source_table, last_updated_at, last_id, updated_at) VALUES ($1, $2, $3, now()) \
+        "INSERT INTO {} AS w (source_table, last_updated_at, last_id, updated_at) VALUES ($1, $2, $3, now()) \
          ON CONFLICT (source_table) DO UPDATE SET last_updated_at = EXCLUDED.last_updated_at, \
-         last_id = EXCLUDED.last_id, updated_at = now()",
+         last_id = EXCLUDED.last_id, updated_at = now() \
+         WHERE (w.last_updated_at, w.last_id) IS DISTINCT FROM (EXCLUDED.last_updated_at, EXCLUDED.last_id)",
         qualified(&LOAD_WATERMARKS)
     );
     for (table, mark) in marks {
@@ -153,6 +155,32 @@ pub async fn set_watermarks<C: GenericClient>(
             .map_err(LoadError::pg("setting the watermarks"))?;
     }
     Ok(())
+}
+
+/// The stored watermarks by source table.
+pub async fn watermarks<C: GenericClient>(
+    client: &C,
+) -> Result<std::collections::HashMap<String, Watermark>, LoadError> {
+    let sql = format!(
+        "SELECT source_table, last_updated_at, last_id FROM {}",
+        qualified(&LOAD_WATERMARKS)
+    );
+    Ok(client
+        .query(&sql, &[])
+        .await
+        .map_err(LoadError::pg("reading the watermarks"))?
+        .iter()
+        .map(|r| {
+            let at: DateTime<Utc> = r.get(1);
+            (
+                r.get(0),
+                Watermark {
+                    updated_at: at.timestamp_micros(),
+                    id: r.get(2),
+                },
+            )
+        })
+        .collect())
 }
 
 /// The unfinished backfill, if one is recorded.

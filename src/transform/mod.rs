@@ -63,6 +63,9 @@ pub struct Reject {
 /// rejected by reason and loaded with unresolved references.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct TableStats {
+    /// Rows a sync's keyset found changed since the watermark (lookback
+    /// included); 0 for a backfill.
+    pub changed: u64,
     pub read: u64,
     pub loaded: u64,
     pub rejected: BTreeMap<&'static str, u64>,
@@ -83,6 +86,7 @@ impl TableStats {
     }
 
     pub fn add(&mut self, other: &TableStats) {
+        self.changed += other.changed;
         self.read += other.read;
         self.loaded += other.loaded;
         for (k, v) in &other.rejected {
@@ -95,6 +99,7 @@ impl TableStats {
 
     pub fn to_json(&self) -> serde_json::Value {
         json!({
+            "changed": self.changed,
             "read": self.read,
             "loaded": self.loaded,
             "rejected": self.rejected,
@@ -106,6 +111,7 @@ impl TableStats {
     pub fn from_json(v: &serde_json::Value) -> TableStats {
         let n = |k: &str| v.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
         let mut stats = TableStats {
+            changed: n("changed"),
             read: n("read"),
             loaded: n("loaded"),
             ..TableStats::default()
@@ -209,6 +215,7 @@ mod tests {
         t.reject(RejectReason::ItemBadQuantity);
         t.unresolved(Unresolved::Region);
         s.table("payments").read = 3;
+        s.table("orders").changed = 4;
         assert_eq!(RunStats::from_json(&s.to_json()), s);
         assert_eq!(s.totals(), (13, 7, 2));
     }

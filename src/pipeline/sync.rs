@@ -1,0 +1,472 @@
+//! `salesdwh sync`: the incremental load (SPEC §4), for the nightly job.
+//!
+//! One MySQL snapshot, one PostgreSQL transaction:
+//!
+//! 1. Take the run lock (the same session runs the transaction), open an
+//!    etl_runs row, read the watermarks, open a consistent MySQL snapshot
+//!    and read each table's high mark `(updated_at, pk)` in it.
+//! 2. Per table, keyset-read the rows after `watermark - lookback` in
+//!    `(updated_at, pk)` order, one page at a time (ties never split: the
+//!    cursor is the full pair, at microsecond precision).
+//! 3. Dimensions: stage the changed rows, note which are new (they may
+//!    resolve references loaded as -1: their dependants are re-read), merge
+//!    (SCD1, only rows that differ). Changed products restate cost, margin
+//!    and category of their fact rows in PostgreSQL.
+//! 4. Facts: the orders to re-derive are the changed orders, the orders of
+//!    changed items and payments, of open rejects (retried every run), of
+//!    new customers, employees and regions, and of restatements that would
+//!    overflow. Each such order's items and payments are read whole and
+//!    transformed exactly as backfill does; the result is staged and merged
+//!    (rows that differ), the order's vanished or now-rejected rows deleted,
+//!    rejects that load now (or left the source) released.
+//! 5. Watermarks := the snapshot's high marks; marts refreshed if any data
+//!    row changed; commit. Then the run is closed.
+//!
+//! A crash anywhere before the commit leaves the warehouse as it was; the
+//! rerun does the same work again. Re-reading a row changes nothing unless
+//! its warehouse rows differ, so the lookback overlap is harmless and a
+//! sync without source changes writes nothing but its etl_runs row.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio_postgres::Transaction;
+
+use super::PipelineError;
+use crate::config::Settings;
+use crate::connect;
+use crate::extract::{
+    self, Batches, Category, Customer, Employee, Keyset, Order, OrderItem, Payment, Product,
+    Region, Snapshot, SourceRow,
+};
+use crate::load::copy::CopyBuf;
+use crate::load::facts::{self as load_facts, Applied, Target};
+use crate::load::{dims as load_dims, LoadError};
+use crate::progress::Board;
+use crate::schema::dwh::{DIM_CATEGORY, DIM_CUSTOMER, DIM_EMPLOYEE, DIM_PRODUCT, DIM_REGION};
+use crate::schema::model::Table;
+use crate::schema::{oltp, OLTP};
+use crate::state::{self, Watermark};
+use crate::transform::facts::{self as tfacts, FactContext};
+use crate::transform::{dims as tdims, RunStats, TableStats};
+
+const DAY_MICROS: i64 = 86_400_000_000;
+
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// Rows per keyset page; a fact chunk holds about a quarter as many orders.
+    pub batch_rows: u64,
+    pub lookback_secs: u64,
+    pub refresh_marts: bool,
+    pub quiet: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct SyncReport {
+    pub run_id: i64,
+    pub stats: RunStats,
+    /// Dimension rows inserted or changed (category names of products included).
+    pub dims_changed: u64,
+    /// Orders whose fact rows were re-derived.
+    pub orders: u64,
+    /// fact_sales rows restated for a product's new cost or category.
+    pub restated: u64,
+    pub applied: Applied,
+    pub refreshed_marts: Vec<String>,
+    pub phases: Vec<(&'static str, Duration)>,
+    pub elapsed: Duration,
+}
+
+impl SyncReport {
+    /// Whether any warehouse data row changed.
+    pub fn changed_data(&self) -> bool {
+        self.dims_changed + self.restated + self.applied.total() > 0
+    }
+}
+
+/// Runs one sync. The caller prints the report.
+pub async fn run(settings: &Settings, opts: &SyncOptions) -> Result<SyncReport, PipelineError> {
+    let started = Instant::now();
+    let mut client = connect::pg_client(&settings.postgres, settings.connect_timeout).await?;
+    state::lock(&client).await?;
+    state::close_abandoned_runs(&client).await?;
+    if state::backfill_state(&client).await?.is_some() {
+        return Err(PipelineError::BackfillUnfinished);
+    }
+    let run_id = state::start_run(&client, "sync").await?;
+    let mut stats = RunStats::default();
+    let result = body(settings, opts, &mut client, run_id, &mut stats).await;
+    match result {
+        Ok(mut report) => {
+            state::finish_run(&client, run_id, &stats, None).await?;
+            report.run_id = run_id;
+            report.stats = stats;
+            report.elapsed = started.elapsed();
+            Ok(report)
+        }
+        Err(e) => {
+            // Best effort: the connection may be what failed; the next run
+            // closes abandoned runs either way.
+            let _ = state::finish_run(
+                &client,
+                run_id,
+                &stats,
+                Some(&crate::error::cause_chain(&e)),
+            )
+            .await;
+            Err(e)
+        }
+    }
+}
+
+async fn body(
+    settings: &Settings,
+    opts: &SyncOptions,
+    client: &mut tokio_postgres::Client,
+    run_id: i64,
+    stats: &mut RunStats,
+) -> Result<SyncReport, PipelineError> {
+    let mut report = SyncReport::default();
+    let mut phase_start = Instant::now();
+    let marks = state::watermarks(&*client).await?;
+    let mut snapshot = Snapshot::open(&settings.mysql, settings.connect_timeout, 1).await?;
+    let now = Utc::now().timestamp_micros();
+    let conn = &mut snapshot.readers[0];
+    let mut highs = Vec::new();
+    for table in OLTP.tables {
+        if let Some((updated_at, id)) = extract::high_mark(conn, table).await? {
+            highs.push((table.name.to_string(), Watermark { updated_at, id }));
+        }
+    }
+    let lookback = i64::try_from(opts.lookback_secs)
+        .unwrap_or(i64::MAX / 1_000_000)
+        .saturating_mul(1_000_000);
+    let start = |table: &Table| -> (i64, i64) {
+        match marks.get(table.name) {
+            Some(w) if lookback == 0 => (w.updated_at, w.id),
+            Some(w) => (w.updated_at.saturating_sub(lookback), i64::MIN),
+            None => (i64::MIN, i64::MIN),
+        }
+    };
+    let batch = opts.batch_rows.clamp(1, 100_000) as usize;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(LoadError::pg("starting the sync transaction"))?;
+
+    // ---- dimensions
+    let regions = sync_dim::<Region>(
+        conn,
+        &tx,
+        &DIM_REGION,
+        start(&oltp::REGIONS),
+        Vec::new(),
+        batch,
+        stats.table(oltp::REGIONS.name),
+        |rows, buf, _| tdims::regions(rows, buf),
+    )
+    .await?;
+    let categories = sync_categories(
+        conn,
+        &tx,
+        start(&oltp::CATEGORIES),
+        batch,
+        stats.table(oltp::CATEGORIES.name),
+    )
+    .await?;
+    let keys = load_dims::read_keys_of(&tx, false).await?;
+    let extra = read_if::<Product>(conn, "category_id", &categories.new_ids).await?;
+    let products = sync_dim::<Product>(
+        conn,
+        &tx,
+        &DIM_PRODUCT,
+        start(&oltp::PRODUCTS),
+        extra,
+        batch,
+        stats.table(oltp::PRODUCTS.name),
+        |rows, buf, _| tdims::products(rows, &keys, buf),
+    )
+    .await?;
+    let extra = read_if::<Customer>(conn, "region_id", &regions.new_ids).await?;
+    let customers = sync_dim::<Customer>(
+        conn,
+        &tx,
+        &DIM_CUSTOMER,
+        start(&oltp::CUSTOMERS),
+        extra,
+        batch,
+        stats.table(oltp::CUSTOMERS.name),
+        |rows, buf, st| tdims::customers(rows, &keys, buf, st),
+    )
+    .await?;
+    let extra = read_if::<Employee>(conn, "region_id", &regions.new_ids).await?;
+    let employees = sync_dim::<Employee>(
+        conn,
+        &tx,
+        &DIM_EMPLOYEE,
+        start(&oltp::EMPLOYEES),
+        extra,
+        batch,
+        stats.table(oltp::EMPLOYEES.name),
+        |rows, buf, st| tdims::employees(rows, &keys, buf, st),
+    )
+    .await?;
+    report.dims_changed =
+        regions.merged + categories.merged + products.merged + customers.merged + employees.merged;
+    let (restated, overflow) = load_facts::restate_products(&tx, &products.ids).await?;
+    report.restated = restated;
+    tracing::info!(
+        "sync: dimensions merged ({} rows changed, {restated} fact rows restated)",
+        report.dims_changed
+    );
+    report.phases.push(("dimensions", phase_start.elapsed()));
+    phase_start = Instant::now();
+
+    // ---- which orders to re-derive
+    let mut orders: BTreeSet<i64> = overflow.into_iter().collect();
+    changed_orders::<Order>(conn, start(&oltp::ORDERS), batch, stats, &mut orders, |o| {
+        o.order_id
+    })
+    .await?;
+    changed_orders::<OrderItem>(
+        conn,
+        start(&oltp::ORDER_ITEMS),
+        batch,
+        stats,
+        &mut orders,
+        |i| i.order_id,
+    )
+    .await?;
+    changed_orders::<Payment>(
+        conn,
+        start(&oltp::PAYMENTS),
+        batch,
+        stats,
+        &mut orders,
+        |p| p.order_id,
+    )
+    .await?;
+    // Open rejects are retried: their orders are re-derived; a reject whose
+    // row left the source is released.
+    let open_items = load_facts::open_rejects(&tx, oltp::ORDER_ITEMS.name).await?;
+    let found: Vec<OrderItem> = read_if(conn, "order_item_id", &open_items).await?;
+    orders.extend(found.iter().map(|i| i.order_id));
+    let open_payments = load_facts::open_rejects(&tx, oltp::PAYMENTS.name).await?;
+    let found: Vec<Payment> = read_if(conn, "payment_id", &open_payments).await?;
+    orders.extend(found.iter().map(|p| p.order_id));
+    // Orders that referenced a customer, employee or region before it
+    // existed were loaded with -1: a fresh backfill would resolve them now.
+    for (column, ids) in [
+        ("customer_id", &customers.new_ids),
+        ("employee_id", &employees.new_ids),
+        ("region_id", &regions.new_ids),
+    ] {
+        let found: Vec<Order> = read_if(conn, column, ids).await?;
+        orders.extend(found.iter().map(|o| o.order_id));
+    }
+    let orders: Vec<i64> = orders.into_iter().collect();
+    report.orders = orders.len() as u64;
+    tracing::info!("sync: {} orders to re-derive", orders.len());
+
+    // ---- facts
+    load_facts::create_staging(&tx).await?;
+    let mut rejected_items: HashSet<i64> = HashSet::new();
+    let mut rejected_payments: HashSet<i64> = HashSet::new();
+    if !orders.is_empty() {
+        let keys = Arc::new(load_dims::read_keys(&tx).await?);
+        let ctx = Arc::new(FactContext::new(keys, now + DAY_MICROS, None));
+        let covered = load_facts::dim_date_range(&tx).await?;
+        let board = Board::new(opts.quiet);
+        let bar = board.bar("orders", orders.len() as u64);
+        let per_chunk = (batch / 4).max(1);
+        for part in orders.chunks(per_chunk) {
+            let chunk = extract::read_orders(conn, part).await?;
+            let ctx = ctx.clone();
+            let out = tokio::task::spawn_blocking(move || tfacts::transform(&chunk, &ctx))
+                .await
+                .map_err(|e| PipelineError::Task(e.to_string()))??;
+            rejected_items.extend(out.item_rejects.iter().map(|r| r.source_pk));
+            rejected_payments.extend(out.payment_rejects.iter().map(|r| r.source_pk));
+            stats.add(&out.stats);
+            load_facts::write_chunk(&tx, out, run_id, covered, Target::Staging).await?;
+            load_facts::stage_orders(&tx, part).await?;
+            bar.inc(part.len() as u64);
+            tracing::debug!(orders = part.len(), "staged a chunk of re-derived orders");
+        }
+        bar.finish();
+    }
+    let released = [
+        (
+            oltp::ORDER_ITEMS.name,
+            open_items
+                .into_iter()
+                .filter(|pk| !rejected_items.contains(pk))
+                .collect::<Vec<i64>>(),
+        ),
+        (
+            oltp::PAYMENTS.name,
+            open_payments
+                .into_iter()
+                .filter(|pk| !rejected_payments.contains(pk))
+                .collect(),
+        ),
+    ];
+    report.applied = load_facts::apply_staged(&tx, run_id, &released).await?;
+    tracing::info!(
+        "sync: facts applied ({} rows upserted, {} deleted, {} rejects released)",
+        report.applied.upserted,
+        report.applied.deleted,
+        report.applied.released
+    );
+    report.phases.push(("facts", phase_start.elapsed()));
+    phase_start = Instant::now();
+
+    // ---- watermarks, marts, commit
+    state::set_watermarks(&tx, &highs).await?;
+    if opts.refresh_marts && report.changed_data() {
+        report.refreshed_marts = crate::marts::refresh(&tx)
+            .await
+            .map_err(PipelineError::Marts)?;
+    }
+    // The lock's session is this transaction's: if it is gone, so is the
+    // transaction, and the commit fails.
+    tx.commit()
+        .await
+        .map_err(LoadError::pg("committing the sync"))?;
+    tracing::info!("sync: committed");
+    drop(snapshot);
+    report.phases.push(("marts", phase_start.elapsed()));
+    Ok(report)
+}
+
+/// What syncing one dimension did.
+#[derive(Debug, Default)]
+struct DimDelta {
+    /// Natural keys of every staged row.
+    ids: Vec<i64>,
+    /// Those the warehouse did not hold before.
+    new_ids: Vec<i64>,
+    /// Rows inserted or changed.
+    merged: u64,
+}
+
+/// `read_where`, skipped when there are no ids.
+async fn read_if<T: SourceRow>(
+    conn: &mut mysql_async::Conn,
+    column: &'static str,
+    ids: &[i64],
+) -> Result<Vec<T>, PipelineError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(extract::read_where(conn, column, ids).await?)
+}
+
+/// Stages a dimension's changed rows (plus `extra` rows, read for another
+/// reason) and merges them.
+#[allow(clippy::too_many_arguments)]
+async fn sync_dim<T: SourceRow>(
+    conn: &mut mysql_async::Conn,
+    tx: &Transaction<'_>,
+    table: &Table,
+    after: (i64, i64),
+    extra: Vec<T>,
+    batch: usize,
+    stats: &mut TableStats,
+    mut encode: impl FnMut(&[T], &mut CopyBuf, &mut TableStats),
+) -> Result<DimDelta, PipelineError> {
+    load_dims::create_staging(tx, table).await?;
+    let mut delta = DimDelta::default();
+    let extra_ids: HashSet<i64> = extra.iter().map(|r| r.cursor().1).collect();
+    let mut stage = |rows: Vec<T>, delta: &mut DimDelta, stats: &mut TableStats| {
+        delta.ids.extend(rows.iter().map(|r| r.cursor().1));
+        stats.read += rows.len() as u64;
+        let mut buf = CopyBuf::new();
+        encode(&rows, &mut buf, stats);
+        buf.finish()
+    };
+    let mut any = !extra.is_empty();
+    if any {
+        let data = stage(extra, &mut delta, stats);
+        stats.loaded += load_dims::stage(tx, table, data).await?;
+    }
+    let mut keyset = Keyset::<T>::after(after, batch);
+    while let Some(page) = keyset.next(conn).await? {
+        stats.changed += page.len() as u64;
+        // A row read for both reasons is staged once (a merge may not
+        // touch a row twice).
+        let rows: Vec<T> = page
+            .into_iter()
+            .filter(|r| !extra_ids.contains(&r.cursor().1))
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        any = true;
+        let data = stage(rows, &mut delta, stats);
+        stats.loaded += load_dims::stage(tx, table, data).await?;
+    }
+    if any {
+        delta.new_ids = load_dims::new_keys(tx, table).await?;
+        delta.merged = load_dims::merge(tx, table).await?;
+    }
+    Ok(delta)
+}
+
+/// Categories: when any changed, all are staged (a child's parent_name
+/// follows its parent; the tree is small), and product rows take renamed
+/// categories' names.
+async fn sync_categories(
+    conn: &mut mysql_async::Conn,
+    tx: &Transaction<'_>,
+    after: (i64, i64),
+    batch: usize,
+    stats: &mut TableStats,
+) -> Result<DimDelta, PipelineError> {
+    let mut delta = DimDelta::default();
+    let mut keyset = Keyset::<Category>::after(after, batch);
+    let mut changed = 0;
+    while let Some(page) = keyset.next(conn).await? {
+        changed += page.len();
+    }
+    stats.changed += changed as u64;
+    if changed == 0 {
+        return Ok(delta);
+    }
+    let mut all: Vec<Category> = Vec::new();
+    {
+        let mut batches = Batches::<Category>::open(conn, batch).await?;
+        while let Some(rows) = batches.next().await? {
+            all.extend(rows);
+        }
+    }
+    stats.read += all.len() as u64;
+    delta.ids = all.iter().map(|c| c.category_id).collect();
+    let mut buf = CopyBuf::new();
+    tdims::categories(&all, &all, &mut buf);
+    load_dims::create_staging(tx, &DIM_CATEGORY).await?;
+    stats.loaded += load_dims::stage(tx, &DIM_CATEGORY, buf.finish()).await?;
+    delta.new_ids = load_dims::new_keys(tx, &DIM_CATEGORY).await?;
+    delta.merged = load_dims::merge(tx, &DIM_CATEGORY).await?;
+    delta.merged += load_dims::restate_category_names(tx).await?;
+    Ok(delta)
+}
+
+/// Keyset-reads a fact table's changed rows and collects their orders.
+async fn changed_orders<T: SourceRow>(
+    conn: &mut mysql_async::Conn,
+    after: (i64, i64),
+    batch: usize,
+    stats: &mut RunStats,
+    orders: &mut BTreeSet<i64>,
+    order_of: impl Fn(&T) -> i64,
+) -> Result<(), PipelineError> {
+    let mut keyset = Keyset::<T>::after(after, batch);
+    while let Some(page) = keyset.next(conn).await? {
+        stats.table(T::TABLE.name).changed += page.len() as u64;
+        orders.extend(page.iter().map(&order_of));
+    }
+    Ok(())
+}
