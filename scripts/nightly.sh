@@ -45,13 +45,14 @@ fi
 
 # Sortable, unique per second, in UTC like everything salesdwh writes.
 LOG="$LOG_DIR/sync-$(date -u +%Y%m%dT%H%M%SZ).log"
-{
+# A subshell, so its `exit` ends only the logged part.
+(
   echo "nightly: $(date -u '+%Y-%m-%d %H:%M:%S') UTC: salesdwh sync $*"
   "$BIN" --env-file "$ENV_FILE" sync "$@"
   code=$?
   echo "nightly: $(date -u '+%Y-%m-%d %H:%M:%S') UTC: exit code $code"
   exit "$code"
-} >>"$LOG" 2>&1
+) >>"$LOG" 2>&1
 code=$?
 
 # Keep the newest $KEEP logs (names sort by time).

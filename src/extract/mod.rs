@@ -316,9 +316,22 @@ pub fn keyset_sql(table: &Table) -> String {
     select_sql(
         table,
         &format!(
-            "WHERE `updated_at` >= ? AND (`updated_at` > ? OR {pk} > ?) ORDER BY `updated_at`, {pk} LIMIT ?"
+            "FORCE INDEX ({}) WHERE `updated_at` >= ? AND (`updated_at` > ? OR {pk} > ?) ORDER BY `updated_at`, {pk} LIMIT ?",
+            quote_ident(Dialect::MySql, &keyset_index(table))
         ),
     )
+}
+
+/// The `(updated_at, pk)` index of a source table. Named in the keyset
+/// query so a small table or stale statistics never turn the read into a
+/// full scan with a sort.
+pub fn keyset_index(table: &Table) -> String {
+    let index = table
+        .indexes
+        .iter()
+        .find(|i| i.columns == ["updated_at", pk_column(table)])
+        .expect("every source table has its (updated_at, pk) index");
+    table.index_name(index)
 }
 
 /// Reads a table's rows changed after a cursor, one keyset page at a

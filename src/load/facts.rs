@@ -182,6 +182,22 @@ pub async fn apply_staged(
     released: &[(&str, Vec<i64>)],
 ) -> Result<Applied, LoadError> {
     let mut applied = Applied::default();
+    // Released first: a row that loads now must not be taken for an open
+    // reject by the delete below.
+    let sql = format!(
+        "UPDATE {} SET resolved_run = $3 WHERE source_table = $1 AND resolved_run IS NULL \
+         AND source_pk = ANY($2::bigint[])",
+        qualified(&ETL_REJECTS)
+    );
+    for (source, pks) in released {
+        if pks.is_empty() {
+            continue;
+        }
+        applied.released += tx
+            .execute(&sql, &[source, pks, &run_id])
+            .await
+            .map_err(LoadError::pg("releasing rejects"))?;
+    }
     let orders = quote_ident(Dialect::Postgres, SYNC_ORDERS);
     for (table, pk) in [
         (&FACT_SALES, "order_item_id"),
@@ -216,20 +232,6 @@ pub async fn apply_staged(
                 "removing rejected rows of {}",
                 table.name
             )))?;
-    }
-    let sql = format!(
-        "UPDATE {} SET resolved_run = $3 WHERE source_table = $1 AND resolved_run IS NULL \
-         AND source_pk = ANY($2::bigint[])",
-        qualified(&ETL_REJECTS)
-    );
-    for (source, pks) in released {
-        if pks.is_empty() {
-            continue;
-        }
-        applied.released += tx
-            .execute(&sql, &[source, pks, &run_id])
-            .await
-            .map_err(LoadError::pg("releasing rejects"))?;
     }
     Ok(applied)
 }

@@ -11,3 +11,4 @@ mod init;
 mod marts;
 mod schema_files;
 mod seed;
+mod sync;

@@ -316,8 +316,10 @@ pub async fn fingerprint(pg: &tokio_postgres::Client) -> Vec<(String, i64, Strin
         ),
         (
             "etl_rejects",
-            "SELECT source_table || ':' || source_pk AS k, reason, payload::text, resolved_run IS NULL AS open \
-             FROM dwh.etl_rejects",
+            // Open rejects only: a sync keeps released ones (closed), a
+            // fresh backfill never had them.
+            "SELECT source_table || ':' || source_pk AS k, reason, payload::text \
+             FROM dwh.etl_rejects WHERE resolved_run IS NULL",
         ),
         (
             "load_watermarks",
