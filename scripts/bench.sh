@@ -4,6 +4,7 @@
 #
 #   scripts/bench.sh seed     [--order-items N] [--runs R]   (defaults 1000000, 3)
 #   scripts/bench.sh backfill [--order-items N] [--runs R]   (defaults 1000000, 1)
+#   scripts/bench.sh sync     [--order-items N] [--runs R]   (defaults 1000000, 5)
 #
 # seed: `salesdwh seed` into an empty OLTP (wall seconds, source rows/s over
 # all tables, peak RSS) against the floor: MySQL's own LOAD DATA LOCAL of the
@@ -27,6 +28,17 @@
 # employee_key, region_key. (The backfill also loads fact_payments and adds the
 # FK constraints; the floor does neither.) A CHECKPOINT (best effort) precedes
 # every timed step. Both databases are dropped on exit.
+#
+# sync: throwaway databases salesdwh_bench_sync_<pid>, `init`, `seed`, then
+# timed: one `backfill` (with the marts); R no-change `sync`s; R rounds of
+# "1% of orders changed" (a different 1% each round: orders with
+# order_id % 100 = round get total_amount + 0.01 and all their items
+# quantity + 1, stamped over day <round> after the seeded history, the
+# --seed end date 2026-09-30) each followed by a timed
+# `sync --no-refresh-marts`; then one more 1% round synced with the marts
+# refresh, to show what the refresh adds. Wall times include process start
+# and connecting. The warehouse is checked against a fresh backfill of the
+# same source at the end (fact_sales count and sums).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -34,7 +46,7 @@ cd "$ROOT"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${SALESDWH_CACHE:-$HOME/.cache/salesdwh}/target}"
 say() { printf 'bench: %s\n' "$*"; }
 die() { say "$*" >&2; exit 2; }
-usage="usage: scripts/bench.sh seed|backfill [--order-items N] [--runs R]"
+usage="usage: scripts/bench.sh seed|backfill|sync [--order-items N] [--runs R]"
 
 what=${1:-}; shift || true
 ORDER_ITEMS=1000000
@@ -49,6 +61,7 @@ done
 case $what in
   seed) RUNS=${RUNS:-3} ;;
   backfill) RUNS=${RUNS:-1} ;;
+  sync) RUNS=${RUNS:-5} ;;
   *) die "$usage" ;;
 esac
 [[ $ORDER_ITEMS =~ ^[1-9][0-9]*$ && $RUNS =~ ^[1-9][0-9]*$ ]] || die "$usage"
@@ -94,12 +107,13 @@ pg_server() {
 }
 psql_cli() { PGOPTIONS='-c client_min_messages=warning' psql -X -v ON_ERROR_STOP=1 -q -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" "$@"; }
 pg_url_for() { printf 'postgres://%s:%s@%s:%s/%s' "$PG_USER" "$PGPASSWORD" "$PG_HOST" "$PG_PORT" "$1"; }
-if [[ $what == backfill ]]; then pg_server; fi
+if [[ $what != seed ]]; then pg_server; fi
 
 WORK=$(mktemp -d)
 case $what in
   seed) DB=salesdwh_bench_seed_$$; PG_DB= ;;
   backfill) DB=salesdwh_bench_bf_$$; PG_DB=$DB ;;
+  sync) DB=salesdwh_bench_sync_$$; PG_DB=$DB ;;
 esac
 cleanup() {
   mysql_cli -e "DROP DATABASE IF EXISTS \`$DB\`" 2>/dev/null || true
@@ -234,6 +248,64 @@ SQL
   printf 'bench: ratio        backfill/floor %.2f  (target <= 1.3)\n' "$(echo "$bf / $floor" | bc -l)"
   printf 'bench: backfill+marts %.2f s, marts refresh %.2f s = %.1f%% of backfill (target <= 20%%)\n' \
     "$bfm_secs" "$refresh" "$(echo "100 * $refresh / $bf" | bc -l)"
+}
+
+# timed OUT NAME ARGS...: runs salesdwh ARGS, stdout to OUT, wall seconds
+# appended to $WORK/NAME.
+timed() {
+  local out=$1 name=$2; shift 2
+  /usr/bin/time -f '%e %M' -o "$WORK/time" "$BIN" --quiet --mysql-url "$(url_for "$DB")" \
+    --postgres-url "$(pg_url_for "$PG_DB")" "$@" >"$out"
+  read -r secs _ <"$WORK/time"
+  echo "$secs" >>"$WORK/$name"
+}
+# A fact_sales digest to compare two warehouses of one source.
+digest() { pg -Atc 'SELECT count(*), sum(revenue), sum(cost), sum(margin), sum(quantity) FROM dwh.fact_sales'; }
+
+bench_sync() {
+  mysql_cli -e "CREATE DATABASE \`$DB\` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+  psql_cli -d postgres -c "CREATE DATABASE \"$PG_DB\" ENCODING 'UTF8' TEMPLATE template0"
+  local app=("$BIN" --quiet --mysql-url "$(url_for "$DB")" --postgres-url "$(pg_url_for "$PG_DB")")
+  say "sync: $ORDER_ITEMS order_items, $RUNS runs," \
+    "MySQL $MY_USER@$MY_HOST:$MY_PORT ($(mysql_cli -N -e 'SELECT VERSION()'))," \
+    "PostgreSQL $PG_USER@$PG_HOST:$PG_PORT ($(pg -Atc 'SHOW server_version'))"
+  "${app[@]}" init >/dev/null
+  "${app[@]}" seed --order-items "$ORDER_ITEMS" >/dev/null
+  checkpoint
+  timed "$WORK/bf.out" backfill backfill
+  say "backfill (with marts): $(cat "$WORK/backfill") s"
+  for run in $(seq 1 "$RUNS"); do
+    timed "$WORK/nc_$run.out" nochange sync
+    say "run $run: no-change sync $(tail -n1 "$WORK/nochange") s; $(grep -o 'phases: .*' "$WORK/nc_$run.out")"
+  done
+  orders=$(mysql_cli -N "$DB" -e 'SELECT COUNT(*) FROM orders')
+  change() {
+    # Round N is day N after the seeded history, its changes spread over
+    # that day (as a nightly sync sees them; several rounds in one wall
+    # minute would otherwise all fall inside each other's lookback).
+    local day="DATE_ADD('2026-10-01', INTERVAL $1 DAY)"
+    mysql_cli "$DB" -e "UPDATE orders SET total_amount = total_amount + 0.01,
+        updated_at = TIMESTAMPADD(SECOND, order_id % 86400, $day) WHERE order_id % 100 = $1;
+      UPDATE order_items i JOIN orders o ON o.order_id = i.order_id SET i.quantity = i.quantity + 1,
+        i.updated_at = TIMESTAMPADD(SECOND, i.order_item_id % 86400, $day) WHERE o.order_id % 100 = $1"
+  }
+  for run in $(seq 1 "$RUNS"); do
+    change "$run"
+    timed "$WORK/ch_$run.out" change sync --no-refresh-marts
+    say "run $run: 1% sync $(tail -n1 "$WORK/change") s; $(grep -o '[0-9,]* orders re-derived: [^;]*' "$WORK/ch_$run.out"); $(grep -o 'phases: [^;]*' "$WORK/ch_$run.out")"
+  done
+  change 99
+  timed "$WORK/chm.out" changemarts sync
+  say "1% sync with the marts refresh: $(cat "$WORK/changemarts") s; $(grep -o 'phases: .*' "$WORK/chm.out")"
+  synced=$(digest)
+  "${app[@]}" backfill --truncate --no-refresh-marts >/dev/null
+  [[ $(digest) == "$synced" ]] || die "the synced warehouse ($synced) differs from a fresh backfill ($(digest))"
+  printf 'bench: backfill        %.2f s (with the marts)\n' "$(cat "$WORK/backfill")"
+  printf 'bench: no-change sync  median %.2f s over %d runs (target <= 0.3 s)\n' "$(median <"$WORK/nochange")" "$RUNS"
+  printf 'bench: 1%% change sync  median %.2f s over %d runs, %d of %d orders and their items changed each (--no-refresh-marts; target <= 1.0 s)\n' \
+    "$(median <"$WORK/change")" "$RUNS" "$(( orders / 100 ))" "$orders"
+  printf 'bench: 1%% change sync  %.2f s with the marts refresh\n' "$(cat "$WORK/changemarts")"
+  printf 'bench: check           synced warehouse = fresh backfill (fact_sales count and sums: %s)\n' "$synced"
 }
 
 "bench_$what"

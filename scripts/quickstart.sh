@@ -2,7 +2,8 @@
 # Brings the local stack up and runs salesdwh end to end:
 # init (schemas, marts, roles, dim_date), seed (200,000 order items of
 # synthetic business, replacing what the local OLTP held), then backfill
-# (--truncate: the warehouse facts are reloaded from scratch) and its summary.
+# (--truncate: the warehouse facts are reloaded from scratch), then one
+# simulated day of business and the nightly `sync`, with its summary.
 #
 # Uses .env (created from .env.example when missing) and the same build
 # cache as scripts/test.sh.
@@ -29,4 +30,8 @@ say "salesdwh seed --order-items 200000 --truncate"
 salesdwh seed --order-items 200000 --truncate
 say "salesdwh backfill --truncate"
 salesdwh backfill --truncate
-say "done: warehouse loaded and marts refreshed (psql \"\$POSTGRES_URL\" -c 'SELECT * FROM mart.etl_recent_runs')"
+say "salesdwh seed --simulate-days 1"
+salesdwh seed --simulate-days 1
+say "salesdwh sync"
+salesdwh sync
+say "done: warehouse loaded and synced, marts refreshed (psql \"\$POSTGRES_URL\" -c 'SELECT * FROM mart.etl_recent_runs')"

@@ -55,6 +55,28 @@ pub fn merge_key(table: &Table) -> &'static [&'static str] {
 /// touched (no new tuple, `loaded_at` kept), so re-reading an unchanged
 /// source changes nothing.
 pub async fn merge(tx: &Transaction<'_>, table: &Table) -> Result<u64, LoadError> {
+    tx.execute(&merge_sql(table), &[])
+        .await
+        .map_err(LoadError::pg(format!("merging {}", table.name)))
+}
+
+/// [`merge`], returning the natural keys of the rows inserted or changed.
+pub async fn merge_changed(tx: &Transaction<'_>, table: &Table) -> Result<Vec<i64>, LoadError> {
+    let sql = format!(
+        "{} RETURNING d.{}::bigint",
+        merge_sql(table),
+        quote_ident(D, merge_key(table)[0])
+    );
+    Ok(tx
+        .query(&sql, &[])
+        .await
+        .map_err(LoadError::pg(format!("merging {}", table.name)))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+fn merge_sql(table: &Table) -> String {
     let natural = merge_key(table);
     let columns = table.load_columns();
     let updated: Vec<&str> = columns
@@ -77,7 +99,7 @@ pub async fn merge(tx: &Transaction<'_>, table: &Table) -> Result<u64, LoadError
         .iter()
         .map(|c| format!("EXCLUDED.{}", quote_ident(D, c)))
         .collect();
-    let sql = format!(
+    format!(
         "INSERT INTO {table_sql} AS d ({cols}) SELECT {cols} FROM {stg} \
          ON CONFLICT ({natural}) DO UPDATE SET {set} \
          WHERE ({target}) IS DISTINCT FROM ({excluded})",
@@ -88,10 +110,7 @@ pub async fn merge(tx: &Transaction<'_>, table: &Table) -> Result<u64, LoadError
         set = set.join(", "),
         target = target.join(", "),
         excluded = excluded.join(", "),
-    );
-    tx.execute(&sql, &[])
-        .await
-        .map_err(LoadError::pg(format!("merging {}", table.name)))
+    )
 }
 
 /// Natural keys in the staging table that the dimension does not hold yet

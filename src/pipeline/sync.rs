@@ -215,7 +215,7 @@ async fn body(
     .await?;
     report.dims_changed =
         regions.merged + categories.merged + products.merged + customers.merged + employees.merged;
-    let (restated, overflow) = load_facts::restate_products(&tx, &products.ids).await?;
+    let (restated, overflow) = load_facts::restate_products(&tx, &products.changed_ids).await?;
     report.restated = restated;
     tracing::info!(
         "sync: dimensions merged ({} rows changed, {restated} fact rows restated)",
@@ -275,25 +275,38 @@ async fn body(
     let mut rejected_items: HashSet<i64> = HashSet::new();
     let mut rejected_payments: HashSet<i64> = HashSet::new();
     if !orders.is_empty() {
+        let t = Instant::now();
         let keys = Arc::new(load_dims::read_keys(&tx).await?);
+        tracing::debug!(ms = t.elapsed().as_millis() as u64, "read the key maps");
         let ctx = Arc::new(FactContext::new(keys, now + DAY_MICROS, None));
         let covered = load_facts::dim_date_range(&tx).await?;
         let board = Board::new(opts.quiet);
         let bar = board.bar("orders", orders.len() as u64);
         let per_chunk = (batch / 4).max(1);
         for part in orders.chunks(per_chunk) {
+            let t = Instant::now();
             let chunk = extract::read_orders(conn, part).await?;
+            let read_ms = t.elapsed().as_millis() as u64;
+            let t = Instant::now();
             let ctx = ctx.clone();
             let out = tokio::task::spawn_blocking(move || tfacts::transform(&chunk, &ctx))
                 .await
                 .map_err(|e| PipelineError::Task(e.to_string()))??;
+            let transform_ms = t.elapsed().as_millis() as u64;
+            let t = Instant::now();
             rejected_items.extend(out.item_rejects.iter().map(|r| r.source_pk));
             rejected_payments.extend(out.payment_rejects.iter().map(|r| r.source_pk));
             stats.add(&out.stats);
             load_facts::write_chunk(&tx, out, run_id, covered, Target::Staging).await?;
             load_facts::stage_orders(&tx, part).await?;
             bar.inc(part.len() as u64);
-            tracing::debug!(orders = part.len(), "staged a chunk of re-derived orders");
+            tracing::debug!(
+                orders = part.len(),
+                read_ms,
+                transform_ms,
+                stage_ms = t.elapsed().as_millis() as u64,
+                "staged a chunk of re-derived orders"
+            );
         }
         bar.finish();
     }
@@ -313,7 +326,12 @@ async fn body(
                 .collect(),
         ),
     ];
+    let t = Instant::now();
     report.applied = load_facts::apply_staged(&tx, run_id, &released).await?;
+    tracing::debug!(
+        ms = t.elapsed().as_millis() as u64,
+        "applied the staged facts"
+    );
     tracing::info!(
         "sync: facts applied ({} rows upserted, {} deleted, {} rejects released)",
         report.applied.upserted,
@@ -344,8 +362,8 @@ async fn body(
 /// What syncing one dimension did.
 #[derive(Debug, Default)]
 struct DimDelta {
-    /// Natural keys of every staged row.
-    ids: Vec<i64>,
+    /// Natural keys of the rows inserted or changed.
+    changed_ids: Vec<i64>,
     /// Those the warehouse did not hold before.
     new_ids: Vec<i64>,
     /// Rows inserted or changed.
@@ -380,8 +398,7 @@ async fn sync_dim<T: SourceRow>(
     load_dims::create_staging(tx, table).await?;
     let mut delta = DimDelta::default();
     let extra_ids: HashSet<i64> = extra.iter().map(|r| r.cursor().1).collect();
-    let mut stage = |rows: Vec<T>, delta: &mut DimDelta, stats: &mut TableStats| {
-        delta.ids.extend(rows.iter().map(|r| r.cursor().1));
+    let mut stage = |rows: Vec<T>, stats: &mut TableStats| {
         stats.read += rows.len() as u64;
         let mut buf = CopyBuf::new();
         encode(&rows, &mut buf, stats);
@@ -389,7 +406,7 @@ async fn sync_dim<T: SourceRow>(
     };
     let mut any = !extra.is_empty();
     if any {
-        let data = stage(extra, &mut delta, stats);
+        let data = stage(extra, stats);
         stats.loaded += load_dims::stage(tx, table, data).await?;
     }
     let mut keyset = Keyset::<T>::after(after, batch);
@@ -405,12 +422,13 @@ async fn sync_dim<T: SourceRow>(
             continue;
         }
         any = true;
-        let data = stage(rows, &mut delta, stats);
+        let data = stage(rows, stats);
         stats.loaded += load_dims::stage(tx, table, data).await?;
     }
     if any {
         delta.new_ids = load_dims::new_keys(tx, table).await?;
-        delta.merged = load_dims::merge(tx, table).await?;
+        delta.changed_ids = load_dims::merge_changed(tx, table).await?;
+        delta.merged = delta.changed_ids.len() as u64;
     }
     Ok(delta)
 }
@@ -443,13 +461,13 @@ async fn sync_categories(
         }
     }
     stats.read += all.len() as u64;
-    delta.ids = all.iter().map(|c| c.category_id).collect();
     let mut buf = CopyBuf::new();
     tdims::categories(&all, &all, &mut buf);
     load_dims::create_staging(tx, &DIM_CATEGORY).await?;
     stats.loaded += load_dims::stage(tx, &DIM_CATEGORY, buf.finish()).await?;
     delta.new_ids = load_dims::new_keys(tx, &DIM_CATEGORY).await?;
-    delta.merged = load_dims::merge(tx, &DIM_CATEGORY).await?;
+    delta.changed_ids = load_dims::merge_changed(tx, &DIM_CATEGORY).await?;
+    delta.merged = delta.changed_ids.len() as u64;
     delta.merged += load_dims::restate_category_names(tx).await?;
     Ok(delta)
 }
