@@ -66,6 +66,9 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct SyncArgs {
+    /// MySQL sessions reading re-derived orders side by side [env: WORKERS] [default: 3]
+    #[arg(long, value_name = "N")]
+    pub workers: Option<String>,
     /// Rows per keyset page and about 4x the orders per re-derived chunk [env: BATCH_ROWS] [default: 20000]
     #[arg(long, value_name = "N")]
     pub batch_rows: Option<String>,
@@ -295,6 +298,7 @@ impl Cli {
             raw.batch_rows = args.batch_rows.clone();
         }
         if let Command::Sync(args) = &self.command {
+            raw.workers = args.workers.clone();
             raw.batch_rows = args.batch_rows.clone();
             raw.lookback_secs = args.lookback_secs.clone();
         }

@@ -62,6 +62,7 @@ pub fn run(cli: Cli) -> Result<(), (Error, Vec<String>)> {
             let secrets = settings.secrets();
             let options = pipeline::sync::SyncOptions {
                 batch_rows: settings.batch_rows,
+                workers: settings.workers,
                 lookback_secs: settings.lookback_secs,
                 refresh_marts: !args.no_refresh_marts,
                 quiet: cli.global.quiet,

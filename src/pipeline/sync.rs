@@ -27,19 +27,21 @@
 //! its warehouse rows differ, so the lookback overlap is harmless and a
 //! sync without source changes writes nothing but its etl_runs row.
 
-use std::collections::{BTreeSet, HashSet};
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_postgres::Transaction;
 
 use super::PipelineError;
 use crate::config::Settings;
 use crate::connect;
 use crate::extract::{
-    self, Batches, Category, Customer, Employee, Keyset, Order, OrderItem, Payment, Product,
-    Region, Snapshot, SourceRow,
+    self, Batches, Category, Customer, Employee, FactChunk, Keyset, Order, OrderItem, Payment,
+    Product, Region, Snapshot, SourceRow,
 };
 use crate::load::copy::CopyBuf;
 use crate::load::facts::{self as load_facts, Applied, Target};
@@ -58,6 +60,8 @@ const DAY_MICROS: i64 = 86_400_000_000;
 pub struct SyncOptions {
     /// Rows per keyset page; a fact chunk holds about a quarter as many orders.
     pub batch_rows: u64,
+    /// MySQL sessions reading re-derived orders side by side.
+    pub workers: usize,
     pub lookback_secs: u64,
     pub refresh_marts: bool,
     pub quiet: bool,
@@ -131,7 +135,10 @@ async fn body(
     let mut report = SyncReport::default();
     let mut phase_start = Instant::now();
     let marks = state::watermarks(&*client).await?;
-    let mut snapshot = Snapshot::open(&settings.mysql, settings.connect_timeout, 1).await?;
+    // Several sessions on one snapshot: re-derived orders are read by
+    // `workers` of them side by side (random reads by order_id dominate).
+    let mut snapshot =
+        Snapshot::open(&settings.mysql, settings.connect_timeout, opts.workers).await?;
     let now = Utc::now().timestamp_micros();
     let conn = &mut snapshot.readers[0];
     let mut highs = Vec::new();
@@ -282,32 +289,71 @@ async fn body(
         let covered = load_facts::dim_date_range(&tx).await?;
         let board = Board::new(opts.quiet);
         let bar = board.bar("orders", orders.len() as u64);
-        let per_chunk = (batch / 4).max(1);
-        for part in orders.chunks(per_chunk) {
-            let t = Instant::now();
-            let chunk = extract::read_orders(conn, part).await?;
-            let read_ms = t.elapsed().as_millis() as u64;
-            let t = Instant::now();
-            let ctx = ctx.clone();
-            let out = tokio::task::spawn_blocking(move || tfacts::transform(&chunk, &ctx))
-                .await
-                .map_err(|e| PipelineError::Task(e.to_string()))??;
-            let transform_ms = t.elapsed().as_millis() as u64;
-            let t = Instant::now();
-            rejected_items.extend(out.item_rejects.iter().map(|r| r.source_pk));
-            rejected_payments.extend(out.payment_rejects.iter().map(|r| r.source_pk));
-            stats.add(&out.stats);
-            load_facts::write_chunk(&tx, out, run_id, covered, Target::Staging).await?;
-            load_facts::stage_orders(&tx, part).await?;
-            bar.inc(part.len() as u64);
-            tracing::debug!(
-                orders = part.len(),
-                read_ms,
-                transform_ms,
-                stage_ms = t.elapsed().as_millis() as u64,
-                "staged a chunk of re-derived orders"
-            );
+        // Enough chunks to keep every reader busy, none above batch/4 orders.
+        let readers = std::mem::take(&mut snapshot.readers);
+        let per_chunk = (batch / 4)
+            .min(orders.len().div_ceil(readers.len().max(1)))
+            .max(extract::IN_LIST);
+        let parts: VecDeque<Vec<i64>> = orders.chunks(per_chunk).map(<[i64]>::to_vec).collect();
+        let queue = Arc::new(Mutex::new(parts));
+        let (sender, mut chunks) = mpsc::channel::<(Vec<i64>, FactChunk, u64)>(readers.len());
+        let mut tasks: JoinSet<Result<(), PipelineError>> = JoinSet::new();
+        for mut reader in readers {
+            let queue = queue.clone();
+            let sender = sender.clone();
+            tasks.spawn(async move {
+                loop {
+                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+                    let Some(part) = next else { break };
+                    let t = Instant::now();
+                    let chunk = extract::read_orders(&mut reader, &part).await?;
+                    let read_ms = t.elapsed().as_millis() as u64;
+                    if sender.send((part, chunk, read_ms)).await.is_err() {
+                        break; // the stager stopped: its error is reported
+                    }
+                }
+                let _ = reader.disconnect().await;
+                Ok(())
+            });
         }
+        drop(sender);
+        let staged: Result<(), PipelineError> = async {
+            while let Some((part, chunk, read_ms)) = chunks.recv().await {
+                let t = Instant::now();
+                let ctx = ctx.clone();
+                let out = tokio::task::spawn_blocking(move || tfacts::transform(&chunk, &ctx))
+                    .await
+                    .map_err(|e| PipelineError::Task(e.to_string()))??;
+                let transform_ms = t.elapsed().as_millis() as u64;
+                let t = Instant::now();
+                rejected_items.extend(out.item_rejects.iter().map(|r| r.source_pk));
+                rejected_payments.extend(out.payment_rejects.iter().map(|r| r.source_pk));
+                stats.add(&out.stats);
+                load_facts::write_chunk(&tx, out, run_id, covered, Target::Staging).await?;
+                load_facts::stage_orders(&tx, &part).await?;
+                bar.inc(part.len() as u64);
+                tracing::debug!(
+                    orders = part.len(),
+                    read_ms,
+                    transform_ms,
+                    stage_ms = t.elapsed().as_millis() as u64,
+                    "staged a chunk of re-derived orders"
+                );
+            }
+            Ok(())
+        }
+        .await;
+        drop(chunks);
+        let mut read = Ok(());
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => read = read.and(Err(e)),
+                Err(e) => read = read.and(Err(PipelineError::Task(e.to_string()))),
+            }
+        }
+        staged?;
+        read?;
         bar.finish();
     }
     let released = [
