@@ -69,7 +69,7 @@ pub struct SyncArgs {
     /// MySQL sessions reading re-derived orders side by side [env: WORKERS] [default: 3]
     #[arg(long, value_name = "N")]
     pub workers: Option<String>,
-    /// Rows per keyset page and about 4x the orders per re-derived chunk [env: BATCH_ROWS] [default: 20000]
+    /// Rows per keyset page; a re-derived chunk holds at most a quarter as many orders [env: BATCH_ROWS] [default: 20000]
     #[arg(long, value_name = "N")]
     pub batch_rows: Option<String>,
     /// Re-read this many seconds before each watermark (rows committed late) [env: LOOKBACK_SECS] [default: 600]

@@ -15,7 +15,6 @@ use crate::error::Error;
 use crate::extract::{self, ts_param};
 use crate::load::{qualified, LoadError};
 use crate::schema::dwh::{ETL_REJECTS, ETL_RUNS};
-use crate::schema::model::{quote_ident, Dialect};
 use crate::schema::OLTP;
 use crate::state::{self, Watermark};
 
@@ -124,14 +123,12 @@ async fn source_lag(settings: &Settings, tables: &mut [TableLag]) -> Result<(), 
         let (ts, id) = lag
             .watermark
             .map_or((i64::MIN, i64::MIN), |w| (w.updated_at, w.id));
-        // The keyset predicate of sync, counted through the same index.
-        let pk = quote_ident(Dialect::MySql, extract::pk_column(table));
-        let sql = format!(
-            "SELECT COUNT(*) FROM {} WHERE `updated_at` >= ? AND (`updated_at` > ? OR {pk} > ?)",
-            quote_ident(Dialect::MySql, table.name)
-        );
+        // What the next sync's keyset reads first (before its lookback).
         let n: Option<u64> = conn
-            .exec_first(sql, (ts_param(ts), ts_param(ts), id))
+            .exec_first(
+                extract::keyset_count_sql(table),
+                (ts_param(ts), ts_param(ts), id),
+            )
             .await
             .map_err(|source| {
                 crate::pipeline::PipelineError::from(extract::ExtractError::Query {

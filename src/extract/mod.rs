@@ -316,9 +316,27 @@ pub fn keyset_sql(table: &Table) -> String {
     select_sql(
         table,
         &format!(
-            "FORCE INDEX ({}) WHERE `updated_at` >= ? AND (`updated_at` > ? OR {pk} > ?) ORDER BY `updated_at`, {pk} LIMIT ?",
-            quote_ident(Dialect::MySql, &keyset_index(table))
+            "{} ORDER BY `updated_at`, {pk} LIMIT ?",
+            keyset_filter(table)
         ),
+    )
+}
+
+/// `COUNT(*)` of the rows after a cursor, through the same index and
+/// predicate as [`keyset_sql`]. Parameters: updated_at, updated_at, pk.
+pub fn keyset_count_sql(table: &Table) -> String {
+    format!(
+        "SELECT COUNT(*) FROM {} {}",
+        quote_ident(Dialect::MySql, table.name),
+        keyset_filter(table)
+    )
+}
+
+fn keyset_filter(table: &Table) -> String {
+    format!(
+        "FORCE INDEX ({}) WHERE `updated_at` >= ? AND (`updated_at` > ? OR {} > ?)",
+        quote_ident(Dialect::MySql, &keyset_index(table)),
+        quote_ident(Dialect::MySql, pk_column(table))
     )
 }
 

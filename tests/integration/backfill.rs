@@ -37,9 +37,7 @@ async fn reference_and_second(
 }
 
 fn backfill(dbs: &TestDbs, extra: &[&str]) -> std::process::Output {
-    let mut cmd = dbs.salesdwh();
-    cmd.arg("backfill").args(extra);
-    run_expect(&mut cmd, 0)
+    dbs.backfill(extra)
 }
 
 /// Rows of a MySQL query as key → "v1|v2|…" (NULL as "NULL").

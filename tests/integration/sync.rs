@@ -18,10 +18,8 @@ const DIM_FROM: &str = "2024-01-01";
 const DIM_TO: &str = "2026-12-31";
 const TS: &str = "%Y-%m-%d %H:%M:%S%.6f";
 
-fn backfill(dbs: &TestDbs, extra: &[&str]) -> Output {
-    let mut cmd = dbs.salesdwh();
-    cmd.arg("backfill").args(extra);
-    run_expect(&mut cmd, 0)
+fn backfill(dbs: &TestDbs, extra: &[&str]) -> std::process::Output {
+    dbs.backfill(extra)
 }
 
 fn sync(dbs: &TestDbs, env: &[(&str, &str)], args: &[&str]) -> Output {

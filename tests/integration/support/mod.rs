@@ -164,6 +164,13 @@ impl TestDbs {
         stdout(&run_expect(&mut cmd, 0))
     }
 
+    /// `salesdwh backfill …`, expected to succeed.
+    pub fn backfill(&self, extra: &[&str]) -> Output {
+        let mut cmd = self.salesdwh();
+        cmd.arg("backfill").args(extra);
+        run_expect(&mut cmd, 0)
+    }
+
     /// `salesdwh` with only PATH and this test's URLs in its environment.
     pub fn salesdwh(&self) -> Command {
         let mut cmd = bare_salesdwh(self.workdir.path().to_path_buf());
