@@ -5,6 +5,7 @@
 #   scripts/bench.sh seed     [--order-items N] [--runs R]   (defaults 1000000, 3)
 #   scripts/bench.sh backfill [--order-items N] [--runs R]   (defaults 1000000, 1)
 #   scripts/bench.sh sync     [--order-items N] [--runs R]   (defaults 1000000, 5)
+#   scripts/bench.sh marts    [--order-items N] [--runs R]   (defaults 1000000, 5)
 #
 # seed: `salesdwh seed` into an empty OLTP (wall seconds, source rows/s over
 # all tables, peak RSS) against the floor: MySQL's own LOAD DATA LOCAL of the
@@ -34,11 +35,20 @@
 # "1% of orders changed" (a different 1% each round: orders with
 # order_id % 100 = round get total_amount + 0.01 and all their items
 # quantity + 1, stamped over day <round> after the seeded history, the
-# --seed end date 2026-09-30) each followed by a timed
-# `sync --no-refresh-marts`; then one more 1% round synced with the marts
-# refresh, to show what the refresh adds. Wall times include process start
-# and connecting. The warehouse is checked against a fresh backfill of the
-# same source at the end (fact_sales count and sums).
+# --seed end date 2026-09-30) each followed by a timed `sync` (the marts
+# updated, as every nightly run does). Wall times include process start and
+# connecting. At the end the marts are checked against a rebuild from the
+# same facts, and the warehouse against a fresh backfill of the same source
+# (fact_sales count and sums).
+#
+# marts: throwaway databases salesdwh_bench_marts_<pid>, `init`, `seed`,
+# `backfill --no-refresh-marts` (not timed). Timed, R times each: the
+# backfill again (`backfill --truncate --no-refresh-marts`, wall seconds),
+# and the marts build alone (`SELECT mart_base.rebuild()` in psql, what a
+# backfill with the marts adds): its share of the backfill. Then every
+# analyst query below, R times after one warm-up run, timed by psql
+# (\timing: sent, executed, every row received) in one session: median and
+# worst ms per query, against the 200 ms target.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -46,7 +56,7 @@ cd "$ROOT"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${SALESDWH_CACHE:-$HOME/.cache/salesdwh}/target}"
 say() { printf 'bench: %s\n' "$*"; }
 die() { say "$*" >&2; exit 2; }
-usage="usage: scripts/bench.sh seed|backfill|sync [--order-items N] [--runs R]"
+usage="usage: scripts/bench.sh seed|backfill|sync|marts [--order-items N] [--runs R]"
 
 what=${1:-}; shift || true
 ORDER_ITEMS=1000000
@@ -62,6 +72,7 @@ case $what in
   seed) RUNS=${RUNS:-3} ;;
   backfill) RUNS=${RUNS:-1} ;;
   sync) RUNS=${RUNS:-5} ;;
+  marts) RUNS=${RUNS:-5} ;;
   *) die "$usage" ;;
 esac
 [[ $ORDER_ITEMS =~ ^[1-9][0-9]*$ && $RUNS =~ ^[1-9][0-9]*$ ]] || die "$usage"
@@ -114,6 +125,7 @@ case $what in
   seed) DB=salesdwh_bench_seed_$$; PG_DB= ;;
   backfill) DB=salesdwh_bench_bf_$$; PG_DB=$DB ;;
   sync) DB=salesdwh_bench_sync_$$; PG_DB=$DB ;;
+  marts) DB=salesdwh_bench_marts_$$; PG_DB=$DB ;;
 esac
 cleanup() {
   mysql_cli -e "DROP DATABASE IF EXISTS \`$DB\`" 2>/dev/null || true
@@ -259,6 +271,25 @@ timed() {
   read -r secs _ <"$WORK/time"
   echo "$secs" >>"$WORK/$name"
 }
+# The marts' aggregates equal a rebuild from the same facts (rolled back).
+marts_check() {
+  local agg="SELECT md5(string_agg(t, ',' ORDER BY t)) FROM (
+    SELECT 'a' || s::text t FROM mart_base.sales_cell s UNION ALL SELECT 'b' || s::text FROM mart_base.manager_month s
+    UNION ALL SELECT 'c' || s::text FROM mart_base.region_month s UNION ALL SELECT 'd' || s::text FROM mart_base.product_sales s
+    UNION ALL SELECT 'e' || s::text FROM mart_base.customer_month s UNION ALL SELECT 'f' || s::text FROM mart_base.customer_total s
+    UNION ALL SELECT 'g' || s::text FROM mart_base.cohort_activity s) x"
+  local kept rebuilt
+  kept=$(pg -Atc "$agg")
+  rebuilt=$(pg -At <<SQL
+BEGIN;
+SELECT mart_base.rebuild() \\g /dev/null
+$agg;
+ROLLBACK;
+SQL
+)
+  [[ $kept == "$rebuilt" ]] || die "the marts ($kept) differ from a rebuild ($rebuilt)"
+}
+
 # A fact_sales digest to compare two warehouses of one source.
 digest() { pg -Atc 'SELECT count(*), sum(revenue), sum(cost), sum(margin), sum(quantity) FROM dwh.fact_sales'; }
 
@@ -291,21 +322,94 @@ bench_sync() {
   }
   for run in $(seq 1 "$RUNS"); do
     change "$run"
-    timed "$WORK/ch_$run.out" change sync --no-refresh-marts
-    say "run $run: 1% sync $(tail -n1 "$WORK/change") s; $(grep -o '[0-9,]* orders re-derived: [^;]*' "$WORK/ch_$run.out"); $(grep -o 'phases: [^;]*' "$WORK/ch_$run.out")"
+    timed "$WORK/ch_$run.out" change sync
+    say "run $run: 1% sync $(tail -n1 "$WORK/change") s; $(grep -o '[0-9,]* orders re-derived: [^;]*' "$WORK/ch_$run.out"); $(grep -o 'phases: .*' "$WORK/ch_$run.out")"
   done
-  change 99
-  timed "$WORK/chm.out" changemarts sync
-  say "1% sync with the marts refresh: $(cat "$WORK/changemarts") s; $(grep -o 'phases: .*' "$WORK/chm.out")"
+  marts_check
   synced=$(digest)
   "${app[@]}" backfill --truncate --no-refresh-marts >/dev/null
   [[ $(digest) == "$synced" ]] || die "the synced warehouse ($synced) differs from a fresh backfill ($(digest))"
   printf 'bench: backfill        %.2f s (with the marts)\n' "$(cat "$WORK/backfill")"
   printf 'bench: no-change sync  median %.2f s over %d runs (target <= 0.3 s)\n' "$(median <"$WORK/nochange")" "$RUNS"
-  printf 'bench: 1%% change sync  median %.2f s over %d runs, %d of %d orders and their items changed each (--no-refresh-marts; target <= 1.0 s)\n' \
+  printf 'bench: 1%% change sync  median %.2f s over %d runs, %d of %d orders and their items changed each, marts updated (target <= 1.0 s)\n' \
     "$(median <"$WORK/change")" "$RUNS" "$(( orders / 100 ))" "$orders"
-  printf 'bench: 1%% change sync  %.2f s with the marts refresh\n' "$(cat "$WORK/changemarts")"
+  printf 'bench: check           marts = a rebuild from the same facts\n'
   printf 'bench: check           synced warehouse = fresh backfill (fact_sales count and sums: %s)\n' "$synced"
+}
+
+bench_marts() {
+  mysql_cli -e "CREATE DATABASE \`$DB\` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+  psql_cli -d postgres -c "CREATE DATABASE \"$PG_DB\" ENCODING 'UTF8' TEMPLATE template0"
+  local app=("$BIN" --quiet --mysql-url "$(url_for "$DB")" --postgres-url "$(pg_url_for "$PG_DB")")
+  say "marts: $ORDER_ITEMS order_items, $RUNS runs," \
+    "PostgreSQL $PG_USER@$PG_HOST:$PG_PORT ($(pg -Atc 'SHOW server_version'))"
+  "${app[@]}" init >/dev/null
+  "${app[@]}" seed --order-items "$ORDER_ITEMS" >/dev/null
+  "${app[@]}" backfill --no-refresh-marts >/dev/null
+  for run in $(seq 1 "$RUNS"); do
+    checkpoint
+    timed "$WORK/bf_$run.out" backfill backfill --truncate --no-refresh-marts
+    checkpoint
+    t0=$(now)
+    pg -c 'SELECT mart_base.rebuild()' >/dev/null
+    t1=$(now)
+    echo "$t1 - $t0" | bc -l >>"$WORK/rebuild"
+    printf 'bench: run %d: backfill %.2f s, marts rebuild %.2f s\n' "$run" "$(tail -n1 "$WORK/backfill")" "$(tail -n1 "$WORK/rebuild")"
+  done
+  marts_check
+  facts=$(pg -Atc 'SELECT count(*) FROM dwh.fact_sales')
+  sizes=$(pg -Atc "SELECT string_agg(format('%s %s', relname, n_live_tup), ', ' ORDER BY relname) FROM pg_stat_user_tables WHERE schemaname = 'mart_base' AND relname <> 'state'")
+  say "aggregates: $sizes"
+  last_day=$(pg -Atc 'SELECT max(sale_date) FROM mart.sales_daily')
+  some_customer=$(pg -Atc 'SELECT customer_id FROM mart.top_customers(1)')
+  # name|query: what analysts and BI tools ask (every row fetched).
+  cat >"$WORK/queries" <<SQL
+sales_daily: last 30 days by region|SELECT sale_date, region_name, sum(revenue), sum(orders) FROM mart.sales_daily WHERE sale_date > date '$last_day' - 30 GROUP BY 1, 2 ORDER BY 1, 2
+sales_daily: revenue by category and month|SELECT category_name, date_trunc('month', sale_date), sum(revenue), sum(margin), sum(units) FROM mart.sales_daily GROUP BY 1, 2 ORDER BY 1, 2
+sales_daily: every row|SELECT * FROM mart.sales_daily
+manager_performance: every row|SELECT * FROM mart.manager_performance ORDER BY month DESC, revenue DESC
+product_ranking: top 10 by revenue|SELECT * FROM mart.product_ranking WHERE revenue_rank <= 10 ORDER BY revenue_rank
+product_ranking: 10 least popular by units|SELECT * FROM mart.product_ranking WHERE quantity_rank_from_bottom <= 10 ORDER BY quantity_rank_from_bottom
+product_ranking: every row|SELECT * FROM mart.product_ranking
+average_check: every row|SELECT * FROM mart.average_check ORDER BY month, region_name
+customer_report: one customer|SELECT * FROM mart.customer_report WHERE customer_id = $some_customer ORDER BY month
+customer_report: buyers and spend per month|SELECT month, count(*), sum(spend), sum(orders) FROM mart.customer_report GROUP BY month ORDER BY month
+customer_metrics: top_customers(10)|SELECT * FROM mart.top_customers(10)
+customer_metrics: customers by value segment|SELECT value_segment, count(*), sum(lifetime_value) FROM mart.customer_metrics GROUP BY 1
+customer_metrics: lapsed High customers|SELECT customer_id, full_name, lifetime_value, days_since_last_purchase FROM mart.customer_metrics WHERE value_segment = 'High' AND days_since_last_purchase > 90 ORDER BY lifetime_value DESC LIMIT 50
+customer_retention: every row|SELECT * FROM mart.customer_retention ORDER BY cohort_month, months_since_first
+etl_recent_runs: every row|SELECT * FROM mart.etl_recent_runs
+etl_performance: every row|SELECT * FROM mart.etl_performance
+sales_report(last 30 days)|SELECT * FROM mart.sales_report(date '$last_day' - 29, date '$last_day')
+product_velocity(30)|SELECT * FROM mart.product_velocity(30, date '$last_day')
+SQL
+  {
+    echo '\timing on'
+    while IFS='|' read -r name query; do
+      for run in $(seq 0 "$RUNS"); do
+        echo "\\echo @@ $run $name"
+        echo "$query;"
+      done
+    done <"$WORK/queries"
+  } >"$WORK/queries.sql"
+  pg -o /dev/null -f "$WORK/queries.sql" >"$WORK/timings"
+  bf=$(median <"$WORK/backfill"); rb=$(median <"$WORK/rebuild")
+  printf 'bench: backfill       median %.2f s  (%d fact rows, --no-refresh-marts)\n' "$bf" "$facts"
+  printf 'bench: marts rebuild  median %.2f s = %.1f%% of the backfill (target <= 20%%)\n' "$rb" "$(echo "100 * $rb / $bf" | bc -l)"
+  awk -v runs="$RUNS" '
+    /^@@ / { run = $2; $1 = ""; $2 = ""; name = substr($0, 3); next }
+    /^Time: / { if (run > 0) { t[name] = t[name] " " $2 }; if (!(name in seen)) { seen[name] = 1; order[++n] = name } }
+    END {
+      worst_all = 0
+      for (i = 1; i <= n; i++) {
+        name = order[i]; k = split(t[name], v, " ")
+        for (a = 1; a <= k; a++) for (b = a + 1; b <= k; b++) if (v[b] + 0 < v[a] + 0) { x = v[a]; v[a] = v[b]; v[b] = x }
+        med = (k % 2) ? v[(k + 1) / 2] : (v[k / 2] + v[k / 2 + 1]) / 2
+        if (v[k] + 0 > worst_all) worst_all = v[k] + 0
+        printf "bench: query  median %8.1f ms  worst %8.1f ms  %s%s\n", med, v[k], name, (v[k] + 0 > 200 ? "  OVER 200 ms" : "")
+      }
+      printf "bench: queries: slowest single run %.1f ms (target <= 200 ms each)\n", worst_all
+    }' "$WORK/timings"
 }
 
 "bench_$what"

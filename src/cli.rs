@@ -75,7 +75,7 @@ pub struct SyncArgs {
     /// Re-read this many seconds before each watermark (rows committed late) [env: LOOKBACK_SECS] [default: 600]
     #[arg(long, value_name = "SECS")]
     pub lookback_secs: Option<String>,
-    /// Do not refresh the marts at the end
+    /// Leave the marts as they are and mark them stale (the next sync that refreshes them rebuilds them)
     #[arg(long)]
     pub no_refresh_marts: bool,
 }
@@ -104,7 +104,7 @@ pub struct BackfillArgs {
     /// Empty the facts, rejects, watermarks and any unfinished backfill first (dimensions are upserted)
     #[arg(long)]
     pub truncate: bool,
-    /// Do not refresh the marts at the end
+    /// Do not build the marts at the end; mark them stale (the next sync or init rebuilds them)
     #[arg(long)]
     pub no_refresh_marts: bool,
 }

@@ -57,7 +57,7 @@ pub enum InitError {
         #[source]
         source: tokio_postgres::Error,
     },
-    #[error("cannot populate the marts on {endpoint}")]
+    #[error("cannot build the marts on {endpoint}")]
     MartsRefresh {
         endpoint: Box<DbEndpoint>,
         #[source]
@@ -270,7 +270,7 @@ async fn init_postgres(settings: &Settings) -> Result<i32, InitError> {
             endpoint: Box::new(endpoint.clone()),
             source,
         })?;
-    let populated = marts::populate(&tx)
+    let built = marts::ensure_built(&tx)
         .await
         .map_err(|source| InitError::MartsRefresh {
             endpoint: Box::new(endpoint.clone()),
@@ -280,7 +280,7 @@ async fn init_postgres(settings: &Settings) -> Result<i32, InitError> {
     // An error here drops the transaction: nothing of this init is kept.
     check_drift(&DWH, endpoint, live, false)?;
     tx.commit().await.map_err(ddl_error)?;
-    tracing::debug!(endpoint = %endpoint, marts_populated = ?populated, "marts ready");
+    tracing::debug!(endpoint = %endpoint, marts_built = built, "marts ready");
     tracing::debug!(endpoint = %endpoint, tables = DWH.tables.len(), dim_date_added = added, "warehouse schema ready");
     Ok(added)
 }

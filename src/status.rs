@@ -1,13 +1,15 @@
 //! `salesdwh status`: what the warehouse holds and how far behind the
 //! source it is: watermarks and lag per source table, the last runs, open
-//! rejects by reason, an unfinished backfill. Read-only on both sides; the
-//! source part is skipped (and said so) when MySQL cannot be reached, since
-//! that is when an operator most wants the rest.
+//! rejects by reason, an unfinished backfill, and a short KPI summary from
+//! the marts. Read-only on both sides; the source part is skipped (and said
+//! so) when MySQL cannot be reached, since that is when an operator most
+//! wants the rest.
 
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 use mysql_async::prelude::Queryable;
+use rust_decimal::Decimal;
 
 use crate::config::Settings;
 use crate::connect;
@@ -50,6 +52,111 @@ pub struct StatusReport {
     /// (source_table, reason, open rows)
     pub rejects: Vec<(String, String, i64)>,
     pub backfill_unfinished: Option<i64>,
+    /// The KPI summary, or why it could not be read.
+    pub kpis: Result<Kpis, String>,
+}
+
+/// A month's sales in the marts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonthSales {
+    pub month: chrono::NaiveDate,
+    /// Exact decimal (money is never a float).
+    pub revenue: Decimal,
+    pub orders: i64,
+}
+
+/// The headline figures an operator checks after a run, read from the
+/// marts (cancelled and returned orders count nowhere).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kpis {
+    /// The marts missed a run's changes (`--no-refresh-marts`).
+    pub stale: bool,
+    pub updated_at: Option<DateTime<Utc>>,
+    pub total: Option<(Decimal, i64)>,
+    /// The latest month with sales, then the one before.
+    pub months: Vec<MonthSales>,
+    /// (name, revenue) of the top products, best first.
+    pub top_products: Vec<(String, Decimal)>,
+    /// (name, revenue, orders) of the best manager of the latest month.
+    pub top_manager: Option<(String, Decimal, i64)>,
+    /// (value segment, customers, lifetime value), customers with orders.
+    pub segments: Vec<(String, i64, Decimal)>,
+}
+
+/// Reads the KPI summary from the marts.
+pub async fn kpis<C: tokio_postgres::GenericClient + Sync>(pg: &C) -> Result<Kpis, LoadError> {
+    let state = pg
+        .query_one("SELECT stale, updated_at FROM mart_base.state", &[])
+        .await
+        .map_err(LoadError::pg("reading the marts' state"))?;
+    let total = pg
+        .query_one(
+            "SELECT sum(revenue), sum(orders)::bigint FROM mart.average_check",
+            &[],
+        )
+        .await
+        .map_err(LoadError::pg("reading the total sales"))?;
+    let total = total
+        .get::<_, Option<Decimal>>(0)
+        .zip(total.get::<_, Option<i64>>(1));
+    let months = pg
+        .query(
+            "SELECT month, sum(revenue), sum(orders)::bigint FROM mart.average_check \
+             GROUP BY month ORDER BY month DESC LIMIT 2",
+            &[],
+        )
+        .await
+        .map_err(LoadError::pg("reading the monthly sales"))?
+        .iter()
+        .map(|r| MonthSales {
+            month: r.get(0),
+            revenue: r.get(1),
+            orders: r.get(2),
+        })
+        .collect::<Vec<_>>();
+    let top_products = pg
+        .query(
+            "SELECT product_name, revenue FROM mart.product_ranking WHERE revenue > 0 \
+             ORDER BY revenue_rank, product_id LIMIT 3",
+            &[],
+        )
+        .await
+        .map_err(LoadError::pg("reading the top products"))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let top_manager = match months.first() {
+        Some(m) => pg
+            .query_opt(
+                "SELECT employee_name, revenue, orders FROM mart.manager_performance \
+                 WHERE month = $1 AND employee_key <> -1 ORDER BY revenue DESC, employee_id LIMIT 1",
+                &[&m.month],
+            )
+            .await
+            .map_err(LoadError::pg("reading the managers"))?
+            .map(|r| (r.get(0), r.get(1), r.get(2))),
+        None => None,
+    };
+    let segments = pg
+        .query(
+            "SELECT value_segment, count(*), sum(lifetime_value) FROM mart.customer_metrics \
+             WHERE orders > 0 GROUP BY value_segment ORDER BY min(lifetime_value) DESC",
+            &[],
+        )
+        .await
+        .map_err(LoadError::pg("reading the customer segments"))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    Ok(Kpis {
+        stale: state.get(0),
+        updated_at: state.get(1),
+        total,
+        months,
+        top_products,
+        top_manager,
+        segments,
+    })
 }
 
 pub async fn read(settings: &Settings, runs: u32) -> Result<StatusReport, Error> {
@@ -105,7 +212,9 @@ pub async fn read(settings: &Settings, runs: u32) -> Result<StatusReport, Error>
         Ok(()) => None,
         Err(e) => Some(crate::error::cause_chain(&e)),
     };
+    let kpis = kpis(&pg).await.map_err(|e| crate::error::cause_chain(&e));
     Ok(StatusReport {
+        kpis,
         tables,
         source_error,
         runs,
@@ -203,5 +312,168 @@ pub fn format(r: &StatusReport) -> String {
     for (table, reason, n) in &r.rejects {
         let _ = writeln!(out, "status:   {reason:<26} {n:>8}  ({table})");
     }
+    match &r.kpis {
+        Ok(k) => out.push_str(&format_kpis(k)),
+        Err(e) => {
+            let _ = writeln!(out, "status: KPIs not available: {e}");
+        }
+    }
     out
+}
+
+/// Money with thousands separators, exact: 1234567.5 -> "1,234,567.50".
+fn money(d: &Decimal) -> String {
+    let text = d.round_dp(2).abs().to_string();
+    let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
+    let mut grouped = String::new();
+    for (i, c) in int.chars().enumerate() {
+        if i > 0 && (int.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    let sign = if d.is_sign_negative() && !d.is_zero() {
+        "-"
+    } else {
+        ""
+    };
+    format!("{sign}{grouped}.{frac:0<2}")
+}
+
+/// Average check: revenue / orders rounded half away from zero.
+fn check(revenue: &Decimal, orders: i64) -> String {
+    if orders == 0 {
+        return "-".into();
+    }
+    money(
+        &(revenue / Decimal::from(orders))
+            .round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero),
+    )
+}
+
+pub fn format_kpis(k: &Kpis) -> String {
+    let mut out = String::new();
+    let when = k.updated_at.map_or("never".to_string(), |t| {
+        t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+    });
+    let _ = writeln!(
+        out,
+        "status: KPIs from the marts (updated {when}{})",
+        if k.stale {
+            "; STALE: a run skipped them, the next sync rebuilds them"
+        } else {
+            ""
+        }
+    );
+    let Some((revenue, orders)) = &k.total else {
+        let _ = writeln!(out, "status:   no valid sales yet");
+        return out;
+    };
+    let _ = writeln!(
+        out,
+        "status:   all time        revenue {:>16}  orders {:>9}  average check {:>10}",
+        money(revenue),
+        orders,
+        check(revenue, *orders)
+    );
+    for (i, m) in k.months.iter().enumerate() {
+        let change = match (i, k.months.get(1)) {
+            (0, Some(prev)) if !prev.revenue.is_zero() => format!(
+                "  ({:+.1}% on {})",
+                ((m.revenue - prev.revenue) / prev.revenue * Decimal::from(100)).round_dp(1),
+                prev.month.format("%Y-%m")
+            ),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "status:   month {}   revenue {:>16}  orders {:>9}  average check {:>10}{change}",
+            m.month.format("%Y-%m"),
+            money(&m.revenue),
+            m.orders,
+            check(&m.revenue, m.orders)
+        );
+    }
+    if let Some((name, revenue, orders)) = &k.top_manager {
+        let _ = writeln!(
+            out,
+            "status:   best manager of {}: {name} ({} revenue, {orders} orders)",
+            k.months[0].month.format("%Y-%m"),
+            money(revenue)
+        );
+    }
+    for (i, (name, revenue)) in k.top_products.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "status:   top product #{}: {name} ({} revenue)",
+            i + 1,
+            money(revenue)
+        );
+    }
+    for (segment, customers, value) in &k.segments {
+        let _ = writeln!(
+            out,
+            "status:   {segment:<6} value customers {customers:>8}  lifetime value {:>16}",
+            money(value)
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn money_is_exact_with_separators() {
+        assert_eq!(money(&d("0")), "0.00");
+        assert_eq!(money(&d("999.9")), "999.90");
+        assert_eq!(money(&d("1000")), "1,000.00");
+        assert_eq!(money(&d("1234567.89")), "1,234,567.89");
+        assert_eq!(money(&d("-1234.5")), "-1,234.50");
+        assert_eq!(check(&d("2399.99"), 2), "1,200.00");
+        assert_eq!(check(&d("10.01"), 2), "5.01"); // 5.005 half away from zero
+        assert_eq!(check(&d("1"), 0), "-");
+    }
+
+    #[test]
+    fn kpis_show_months_change_and_staleness() {
+        let k = Kpis {
+            stale: true,
+            updated_at: None,
+            total: Some((d("3000.00"), 3)),
+            months: vec![
+                MonthSales {
+                    month: chrono::NaiveDate::from_ymd_opt(2024, 4, 1).unwrap(),
+                    revenue: d("1500.00"),
+                    orders: 2,
+                },
+                MonthSales {
+                    month: chrono::NaiveDate::from_ymd_opt(2024, 3, 1).unwrap(),
+                    revenue: d("1000.00"),
+                    orders: 1,
+                },
+            ],
+            top_products: vec![("Laptop A".into(), d("2000.00"))],
+            top_manager: Some(("Anna".into(), d("1500.00"), 2)),
+            segments: vec![("Medium".into(), 2, d("3000.00"))],
+        };
+        let text = format_kpis(&k);
+        assert!(text.contains("STALE"), "{text}");
+        assert!(text.contains("month 2024-04"), "{text}");
+        assert!(text.contains("(+50.0% on 2024-03)"), "{text}");
+        assert!(text.contains("average check     750.00"), "{text}");
+        assert!(
+            text.contains("best manager of 2024-04: Anna (1,500.00 revenue, 2 orders)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("top product #1: Laptop A (2,000.00 revenue)"),
+            "{text}"
+        );
+    }
 }

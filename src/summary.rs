@@ -112,13 +112,7 @@ pub fn backfill(report: &BackfillReport, settings: &Settings) -> String {
         read as f64 / secs,
         facts as f64 / secs
     );
-    if !report.refreshed_marts.is_empty() {
-        let _ = writeln!(
-            out,
-            "backfill: refreshed {} marts",
-            report.refreshed_marts.len()
-        );
-    }
+    let _ = writeln!(out, "backfill: {}", report.marts.describe());
     out
 }
 
@@ -143,13 +137,7 @@ pub fn sync(report: &SyncReport, settings: &Settings) -> String {
         thousands(report.applied.released),
         thousands(report.restated)
     );
-    let marts = if !report.refreshed_marts.is_empty() {
-        format!("refreshed {} marts", report.refreshed_marts.len())
-    } else if report.changed_data() {
-        "marts not refreshed (--no-refresh-marts)".to_string()
-    } else {
-        "no data row changed, marts left as they are".to_string()
-    };
+    let marts = report.marts.describe();
     let _ = writeln!(
         out,
         "sync: phases: {}; {marts}",

@@ -1,9 +1,8 @@
 -- salesdwh marts: schema "mart" (SPEC §7). Hand-written; not generated.
 --
 -- Applied by `salesdwh init` after 01_dwh_schema.sql, in the same
--- transaction, then every materialized view that is not yet populated is
--- refreshed (src/marts.rs). Pipeline runs refresh all of them at the end of
--- every successful run, CONCURRENTLY once populated.
+-- transaction; init then builds the aggregates if they are new, stale or of
+-- an older definition (mart_base.ensure_built, called from src/marts.rs).
 --
 -- Rules shared by every mart:
 --   * Revenue, margin, order, item and unit figures count only sales whose
@@ -19,62 +18,564 @@
 --   * Aggregating marts have no rows for empty cells (a day, month, region
 --     or category without valid sales); customer_retention, product_ranking,
 --     customer_metrics and the functions do list the zeros, as noted.
---   * Names (region, category, employee, customer) are the current SCD1
---     values, as of the last refresh.
+--   * Names (region, category, employee, customer, product) are the current
+--     SCD1 values: the marts join the dimensions when they are read.
 --
--- View or materialized view, for a 10M-row fact_sales:
---   * every mart that aggregates fact_sales is MATERIALIZED, with a UNIQUE
---     index on its grain so `REFRESH MATERIALIZED VIEW CONCURRENTLY` works
---     (readers are never blocked and never see an empty mart);
---   * etl_recent_runs and etl_performance read the small run log and are
---     plain views, always current.
---   None of the materialized views reads another one, so their refresh order
---   is free; src/marts.rs still orders them by dependency.
+-- How the marts stay fresh on a 10M-row fact_sales:
+--   * Every mart that aggregates fact_sales is a plain VIEW over a small
+--     aggregate table in schema mart_base (one row per mart grain, keys
+--     only), joined to the dimensions when read. A mart read costs a scan
+--     of its aggregate, never of fact_sales.
+--   * The pipeline keeps the aggregates equal to their definition over
+--     fact_sales, inside its own transaction, so readers never wait and
+--     never see half a run:
+--       - backfill calls mart_base.rebuild(): every aggregate recomputed
+--         from fact_sales in one pass over it;
+--       - sync hands the orders it is about to change to
+--         mart_base.capture(order_ids) / capture_products(product_ids),
+--         which keep a copy of their current fact rows, and at the end calls
+--         mart_base.apply_changes(): the additive aggregates (sales_cell,
+--         manager_month, region_month, product_sales) get (new - old) of
+--         those orders, cells that drop to zero orders go, and every
+--         customer of those orders is recomputed from fact_sales (medians,
+--         top and favorite categories and cohorts are not additive). The
+--         cost follows the change, not the size of the warehouse.
+--   * A run that changes facts without maintaining the aggregates (sync or
+--     backfill --no-refresh-marts) marks them stale; the next maintaining
+--     run, or init, rebuilds them.
+--   * mart_base is not readable by bi_reader; the views are (a view reads
+--     its tables with its owner's rights).
+--   * etl_recent_runs and etl_performance read the small run log directly.
 --
 -- Idempotence and changed definitions:
---   * Plain views and functions are CREATE OR REPLACE. That cannot drop,
---     rename, retype or reorder a column (views) or change the result
---     columns (functions): such a change needs a DROP ... IF EXISTS right
---     before the CREATE.
---   * Materialized views cannot be replaced. Each one carries a definition
---     revision at the end of its comment ("[rev N]"). Before each
---     CREATE MATERIALIZED VIEW IF NOT EXISTS, pg_temp.drop_stale_matview(name, N)
---     drops the existing view when its revision differs, so the CREATE
---     rebuilds it (WITH NO DATA; init then populates it). An unchanged view
---     is left alone: a second init changes nothing and keeps the data.
---     Trade-off: changing a definition without bumping its revision goes
---     unnoticed on existing warehouses (IF NOT EXISTS keeps the old one), and
---     an object someone built on top of a changed mart makes init fail
---     ("other objects depend on it") rather than being dropped silently.
---     A renamed index or a removed mart needs an explicit DROP here.
+--   * Views and functions are CREATE OR REPLACE. That cannot drop, rename,
+--     retype or reorder a view column or change a function's result
+--     columns: such a change needs a DROP ... IF EXISTS right before the
+--     CREATE.
+--   * The aggregate tables carry a definition revision (mart_base.state).
+--     When it differs from BASE_REVISION below, schema mart_base is dropped
+--     (with the views on it, recreated below) and rebuilt from fact_sales.
+--     An object someone built on top of a mart is dropped with it then.
 
--- Session-local helper (schema pg_temp): gone when init's connection closes,
--- never visible to bi_reader.
-CREATE OR REPLACE FUNCTION pg_temp.drop_stale_matview(p_name text, p_rev integer)
+-- Marts of earlier versions were materialized views: make way for the views.
+DO $legacy$
+DECLARE
+    v record;
+BEGIN
+    FOR v IN SELECT c.relname FROM pg_class c
+             WHERE c.relnamespace = 'mart'::regnamespace AND c.relkind = 'm'
+    LOOP
+        RAISE NOTICE 'mart.%: materialized view replaced by a view', v.relname;
+        EXECUTE format('DROP MATERIALIZED VIEW mart.%I CASCADE', v.relname);
+    END LOOP;
+END
+$legacy$;
+
+-- BASE_REVISION: bump it whenever a mart_base table or the way it is
+-- computed changes.
+DO $revision$
+DECLARE
+    v_revision integer;
+BEGIN
+    IF to_regclass('mart_base.state') IS NULL THEN
+        RETURN;
+    END IF;
+    -- Dynamic: the table may not exist when this block is parsed.
+    EXECUTE 'SELECT revision FROM mart_base.state' INTO v_revision;
+    IF v_revision IS DISTINCT FROM 1 THEN
+        RAISE NOTICE 'mart_base: definition changed, rebuilding the aggregates';
+        DROP SCHEMA mart_base CASCADE;
+    END IF;
+END
+$revision$;
+
+CREATE SCHEMA IF NOT EXISTS mart_base;
+REVOKE ALL ON SCHEMA mart_base FROM PUBLIC;
+COMMENT ON SCHEMA mart_base IS
+    'Aggregates behind the marts, kept by salesdwh runs (see sql/postgres/03_views_marts.sql). Read the views in schema mart instead.';
+
+CREATE TABLE IF NOT EXISTS mart_base.state (
+    singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    revision   integer NOT NULL,
+    stale      boolean NOT NULL,
+    built_at   timestamptz,
+    updated_at timestamptz
+);
+-- A new mart_base starts stale: init (or the next run) builds it.
+INSERT INTO mart_base.state (revision, stale) VALUES (1, true) ON CONFLICT DO NOTHING;
+
+-- Money is kept in integer cents (exact, and summed far faster than
+-- NUMERIC); the views turn it back into NUMERIC with scale 2 (cents * 0.01).
+--
+-- The additive aggregates below carry no CHECK (orders > 0): INSERT ... ON
+-- CONFLICT checks the proposed row, here a possibly negative delta, before
+-- it meets the conflict. The tests compare them with a rebuild instead.
+
+-- Grain day x region x category. orders = distinct valid orders in the cell.
+CREATE TABLE IF NOT EXISTS mart_base.sales_cell (
+    date_key     integer NOT NULL,
+    region_key   integer NOT NULL,
+    category_key integer NOT NULL,
+    revenue_cents bigint  NOT NULL,
+    margin_cents bigint  NOT NULL ,
+    items        bigint  NOT NULL,
+    units        bigint  NOT NULL,
+    orders       bigint  NOT NULL,
+    PRIMARY KEY (date_key, region_key, category_key)
+);
+
+-- Grain employee x month (employee of the order; -1 = Unassigned).
+CREATE TABLE IF NOT EXISTS mart_base.manager_month (
+    employee_key integer NOT NULL,
+    month        date    NOT NULL,
+    revenue_cents bigint  NOT NULL,
+    margin_cents bigint  NOT NULL ,
+    items        bigint  NOT NULL,
+    units        bigint  NOT NULL,
+    orders       bigint  NOT NULL,
+    PRIMARY KEY (employee_key, month)
+);
+
+-- Grain month x region (region of the order).
+CREATE TABLE IF NOT EXISTS mart_base.region_month (
+    month      date    NOT NULL,
+    region_key integer NOT NULL,
+    revenue_cents bigint  NOT NULL,
+    orders     bigint  NOT NULL,
+    PRIMARY KEY (month, region_key)
+);
+
+-- Grain product (products with valid sales only; the view adds the rest).
+CREATE TABLE IF NOT EXISTS mart_base.product_sales (
+    product_key bigint  NOT NULL PRIMARY KEY,
+    revenue_cents bigint  NOT NULL,
+    quantity    bigint  NOT NULL,
+    orders      bigint  NOT NULL
+);
+
+-- Grain customer x month with valid orders.
+CREATE TABLE IF NOT EXISTS mart_base.customer_month (
+    customer_key               bigint  NOT NULL,
+    month                      date    NOT NULL,
+    spend_cents                bigint  NOT NULL,
+    orders                     bigint  NOT NULL CHECK (orders > 0),
+    median_hours_to_completion numeric,
+    top_category_key           integer NOT NULL,
+    PRIMARY KEY (customer_key, month)
+);
+
+-- Grain customer with valid orders (the view adds the rest).
+CREATE TABLE IF NOT EXISTS mart_base.customer_total (
+    customer_key          bigint  NOT NULL PRIMARY KEY,
+    lifetime_value_cents  bigint  NOT NULL,
+    orders                bigint  NOT NULL CHECK (orders > 0),
+    first_purchase        date    NOT NULL,
+    last_purchase         date    NOT NULL,
+    favorite_category_key integer NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ix_customer_total_lifetime_value
+    ON mart_base.customer_total (lifetime_value_cents DESC);
+
+-- Grain cohort month x activity month with at least one active member
+-- (customers other than -1); the cohort's size is its row where
+-- month = cohort_month.
+CREATE TABLE IF NOT EXISTS mart_base.cohort_activity (
+    cohort_month date   NOT NULL,
+    month        date   NOT NULL,
+    customers    bigint NOT NULL,
+    PRIMARY KEY (cohort_month, month)
+);
+
+-- ---------------------------------------------------------------------------
+-- Maintenance functions (run by salesdwh as the warehouse owner; not
+-- executable by PUBLIC or bi_reader).
+-- ---------------------------------------------------------------------------
+
+-- date_key (YYYYMMDD; fact rows always carry a real date, SPEC §5) to the
+-- first day of its month, and to its day.
+CREATE OR REPLACE FUNCTION mart_base.month_of(date_key integer) RETURNS date
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $fn$ SELECT make_date(date_key / 10000, date_key / 100 % 100, 1) $fn$;
+
+CREATE OR REPLACE FUNCTION mart_base.day_of(date_key integer) RETURNS date
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $fn$ SELECT make_date(date_key / 10000, date_key / 100 % 100, date_key % 100) $fn$;
+
+-- Drops those of the temp tables `names` that exist (quietly: no NOTICE
+-- per missing table in every run's log).
+CREATE OR REPLACE FUNCTION mart_base.drop_temp(VARIADIC names text[])
 RETURNS void
 LANGUAGE plpgsql
 AS $fn$
 DECLARE
-    v_kind "char";
-    v_comment text;
+    n text;
 BEGIN
-    SELECT c.relkind, obj_description(c.oid, 'pg_class')
-      INTO v_kind, v_comment
-      FROM pg_class c
-     WHERE c.relnamespace = 'mart'::regnamespace AND c.relname = p_name;
-    IF NOT FOUND THEN
+    FOREACH n IN ARRAY names LOOP
+        IF to_regclass('pg_temp.' || quote_ident(n)) IS NOT NULL THEN
+            EXECUTE format('DROP TABLE pg_temp.%I', n);
+        END IF;
+    END LOOP;
+END
+$fn$;
+
+-- The valid sales of fact rows `src` (a relation or a parenthesised query
+-- with fact_sales' columns), pre-aggregated into three temp tables that
+-- every aggregate is computed from (money in cents):
+--   <name>           one row per order x category (with the order's day,
+--                    region, customer, employee)
+--   <name>_orders    one row per order (hours = completed_at - ordered_at)
+--   <name>_products  one row per order x product
+CREATE OR REPLACE FUNCTION mart_base.build_parts(src text, name text) RETURNS void
+LANGUAGE plpgsql
+AS $fn$
+DECLARE
+    hashagg text := current_setting('enable_hashagg');
+BEGIN
+    PERFORM mart_base.drop_temp(name, name || '_orders', name || '_products');
+    -- Every group here is an order or part of one, and fact_sales lies in
+    -- order_id order: sorted aggregation streams over the order_id index,
+    -- where hashing would hold a state per order (several times slower).
+    PERFORM set_config('enable_hashagg', 'off', true);
+    EXECUTE format($q$
+        CREATE TEMP TABLE %1$I ON COMMIT DROP AS
+        SELECT f.order_id, f.category_key, f.date_key, f.region_key, f.customer_key,
+               f.employee_key,
+               (sum(f.revenue) * 100)::bigint AS revenue,
+               (sum(f.margin) * 100)::bigint  AS margin,
+               count(*)                 AS items,
+               sum(f.quantity)::bigint  AS units,
+               min(f.ordered_at)        AS ordered_at,
+               max(f.completed_at)      AS completed_at
+        FROM %2$s f
+        WHERE f.order_status NOT IN ('cancelled', 'returned')
+        GROUP BY f.order_id, f.category_key, f.date_key, f.region_key, f.customer_key,
+                 f.employee_key$q$, name, src);
+    EXECUTE format($q$
+        CREATE TEMP TABLE %1$I ON COMMIT DROP AS
+        SELECT f.order_id, f.date_key, f.region_key, f.customer_key, f.employee_key,
+               (sum(f.revenue) * 100)::bigint AS revenue,
+               (sum(f.margin) * 100)::bigint  AS margin,
+               count(*)                 AS items,
+               sum(f.quantity)::bigint  AS units,
+               extract(epoch FROM max(f.completed_at) - min(f.ordered_at)) / 3600 AS hours
+        FROM %2$s f
+        WHERE f.order_status NOT IN ('cancelled', 'returned')
+        GROUP BY f.order_id, f.date_key, f.region_key, f.customer_key, f.employee_key$q$,
+        name || '_orders', src);
+    EXECUTE format($q$
+        CREATE TEMP TABLE %1$I ON COMMIT DROP AS
+        SELECT f.product_key, f.order_id,
+               (sum(f.revenue) * 100)::bigint AS revenue,
+               sum(f.quantity)::bigint AS quantity
+        FROM %2$s f
+        WHERE f.order_status NOT IN ('cancelled', 'returned')
+        GROUP BY f.order_id, f.product_key$q$, name || '_products', src);
+    PERFORM set_config('enable_hashagg', hashagg, true);
+END
+$fn$;
+
+-- Adds to aggregate table `tbl` the contribution of parts `new_parts` minus
+-- that of `old_parts`, or (old_parts NULL) replaces its contents with the
+-- contribution of `new_parts`. `query` computes a contribution: %1$s, %2$s
+-- and %3$s are a parts table and its _orders and _products tables; it
+-- returns `keys` then `measures`, named so. The last measure counts the
+-- row's members: a row whose count drops to 0 is removed.
+CREATE OR REPLACE FUNCTION mart_base.merge(tbl text, keys text[], measures text[],
+                                           query text, new_parts text, old_parts text)
+RETURNS void
+LANGUAGE plpgsql
+AS $fn$
+DECLARE
+    key_list text := array_to_string(ARRAY(SELECT quote_ident(k) FROM unnest(keys) k), ', ');
+    old_keys text := array_to_string(ARRAY(SELECT 'o.' || quote_ident(k) FROM unnest(keys) k), ', ');
+    old_negs text := array_to_string(ARRAY(SELECT '-o.' || quote_ident(m) FROM unnest(measures) m), ', ');
+    sums text := array_to_string(ARRAY(SELECT format('sum(d.%1$I) AS %1$I', m) FROM unnest(measures) m), ', ');
+    any_change text := array_to_string(ARRAY(SELECT format('sum(d.%I) <> 0', m) FROM unnest(measures) m), ' OR ');
+    sets text := array_to_string(ARRAY(SELECT format('%1$I = t.%1$I + excluded.%1$I', m) FROM unnest(measures) m), ', ');
+    members text := quote_ident(measures[array_length(measures, 1)]);
+    cols text := key_list || ', ' || array_to_string(ARRAY(SELECT quote_ident(m) FROM unnest(measures) m), ', ');
+    new_q text := format(query, new_parts, new_parts || '_orders', new_parts || '_products');
+    old_q text;
+BEGIN
+    IF old_parts IS NULL THEN
+        EXECUTE format('TRUNCATE mart_base.%I', tbl);
+        EXECUTE format('INSERT INTO mart_base.%I (%s) %s', tbl, cols, new_q);
         RETURN;
     END IF;
-    IF v_kind <> 'm' THEN
-        RAISE EXCEPTION 'mart.% exists but is not a materialized view (relkind %)', p_name, v_kind
-            USING HINT = 'drop or rename it, then run salesdwh init again';
+    old_q := format(query, old_parts, old_parts || '_orders', old_parts || '_products');
+    -- Rows whose count drops to 0 are updated to 0, then deleted (the
+    -- aggregates are small: the scan is cheap).
+    EXECUTE format($q$
+        INSERT INTO mart_base.%1$I AS t (%2$s)
+        SELECT %3$s, %4$s
+        FROM (SELECT * FROM (%5$s) n
+              UNION ALL
+              SELECT %6$s, %7$s FROM (%8$s) o) d
+        GROUP BY %3$s
+        HAVING %9$s
+        ON CONFLICT (%3$s) DO UPDATE SET %10$s$q$,
+        tbl, cols, key_list, sums, new_q, old_keys, old_negs, old_q, any_change, sets);
+    EXECUTE format('DELETE FROM mart_base.%I WHERE %s = 0', tbl, members);
+END
+$fn$;
+
+-- The additive aggregates from parts `new_parts` (minus `old_parts`, or
+-- rebuilt when it is NULL).
+CREATE OR REPLACE FUNCTION mart_base.merge_additive(new_parts text, old_parts text)
+RETURNS void
+LANGUAGE plpgsql
+AS $fn$
+BEGIN
+    PERFORM mart_base.merge('sales_cell',
+        '{date_key,region_key,category_key}', '{revenue_cents,margin_cents,items,units,orders}',
+        $q$SELECT date_key, region_key, category_key,
+                  sum(revenue)::bigint AS revenue_cents, sum(margin)::bigint AS margin_cents,
+                  sum(items)::bigint AS items, sum(units)::bigint AS units,
+                  count(*) AS orders
+           FROM %1$I GROUP BY date_key, region_key, category_key$q$,
+        new_parts, old_parts);
+    PERFORM mart_base.merge('manager_month',
+        '{employee_key,month}', '{revenue_cents,margin_cents,items,units,orders}',
+        $q$SELECT employee_key, mart_base.month_of(date_key) AS month,
+                  sum(revenue)::bigint AS revenue_cents, sum(margin)::bigint AS margin_cents,
+                  sum(items)::bigint AS items, sum(units)::bigint AS units,
+                  count(*) AS orders
+           FROM %2$I GROUP BY employee_key, mart_base.month_of(date_key)$q$,
+        new_parts, old_parts);
+    PERFORM mart_base.merge('region_month',
+        '{month,region_key}', '{revenue_cents,orders}',
+        $q$SELECT mart_base.month_of(date_key) AS month, region_key,
+                  sum(revenue)::bigint AS revenue_cents, count(*) AS orders
+           FROM %2$I GROUP BY mart_base.month_of(date_key), region_key$q$,
+        new_parts, old_parts);
+    PERFORM mart_base.merge('product_sales',
+        '{product_key}', '{revenue_cents,quantity,orders}',
+        $q$SELECT product_key, sum(revenue)::bigint AS revenue_cents, sum(quantity)::bigint AS quantity,
+                  count(*) AS orders
+           FROM %3$I GROUP BY product_key$q$,
+        new_parts, old_parts);
+END
+$fn$;
+
+-- Recomputes the customer aggregates (customer_month, customer_total,
+-- cohort_activity) of the customers `keys` from `parts`, which must hold
+-- every valid order of theirs; keys NULL: of every customer, from scratch.
+CREATE OR REPLACE FUNCTION mart_base.recompute_customers(parts text, keys bigint[])
+RETURNS void
+LANGUAGE plpgsql
+AS $fn$
+DECLARE
+    cohorts text := $q$
+        SELECT min(month) OVER (PARTITION BY customer_key) AS cohort_month, month
+        FROM mart_base.customer_month
+        WHERE customer_key <> -1 AND (customer_key = ANY($1) OR $1 IS NULL)$q$;
+BEGIN
+    PERFORM mart_base.drop_temp('mart_cohort_old', 'mart_cohort_new');
+    IF keys IS NULL THEN
+        TRUNCATE mart_base.customer_month, mart_base.customer_total;
+    ELSE
+        EXECUTE 'CREATE TEMP TABLE mart_cohort_old ON COMMIT DROP AS ' || cohorts USING keys;
+        DELETE FROM mart_base.customer_month WHERE customer_key = ANY(keys);
+        DELETE FROM mart_base.customer_total WHERE customer_key = ANY(keys);
     END IF;
-    IF v_comment IS NULL OR v_comment NOT LIKE format('%%[rev %s]', p_rev) THEN
-        RAISE NOTICE 'mart.%: definition changed (now rev %), rebuilding', p_name, p_rev;
-        EXECUTE format('DROP MATERIALIZED VIEW mart.%I', p_name);
+    -- top_category: most revenue in the month; ties to the lowest category
+    -- name, then key (a category rename recomputes every customer: sync).
+    EXECUTE format($q$
+        INSERT INTO mart_base.customer_month (customer_key, month, spend_cents, orders,
+                                              median_hours_to_completion, top_category_key)
+        SELECT m.customer_key, m.month, m.spend, m.orders, m.median, t.category_key
+        FROM (
+            SELECT o.customer_key, mart_base.month_of(o.date_key) AS month,
+                   sum(o.revenue)::bigint AS spend, count(*) AS orders,
+                   -- NULL hours (orders not completed) are ignored.
+                   round((percentile_cont(0.5) WITHIN GROUP (ORDER BY o.hours))::numeric, 2)
+                       AS median
+            FROM %2$I o
+            GROUP BY o.customer_key, mart_base.month_of(o.date_key)
+        ) m
+        JOIN (
+            SELECT DISTINCT ON (b.customer_key, b.month) b.customer_key, b.month, b.category_key
+            FROM (
+                SELECT p.customer_key, mart_base.month_of(p.date_key) AS month, p.category_key,
+                       sum(p.revenue) AS revenue
+                FROM %1$I p
+                GROUP BY p.customer_key, mart_base.month_of(p.date_key), p.category_key
+            ) b
+            JOIN dwh.dim_category c ON c.category_key = b.category_key
+            ORDER BY b.customer_key, b.month, b.revenue DESC, c.name, c.category_key
+        ) t ON t.customer_key = m.customer_key AND t.month = m.month$q$,
+        parts, parts || '_orders');
+    EXECUTE format($q$
+        INSERT INTO mart_base.customer_total (customer_key, lifetime_value_cents, orders,
+                                              first_purchase, last_purchase,
+                                              favorite_category_key)
+        SELECT o.customer_key, o.lifetime_value, o.orders,
+               mart_base.day_of(o.first_key), mart_base.day_of(o.last_key), f.category_key
+        FROM (
+            SELECT customer_key, sum(revenue)::bigint AS lifetime_value, count(*) AS orders,
+                   min(date_key) AS first_key, max(date_key) AS last_key
+            FROM %2$I
+            GROUP BY customer_key
+        ) o
+        JOIN (
+            SELECT DISTINCT ON (b.customer_key) b.customer_key, b.category_key
+            FROM (
+                SELECT p.customer_key, p.category_key, sum(p.revenue) AS revenue
+                FROM %1$I p
+                GROUP BY p.customer_key, p.category_key
+            ) b
+            JOIN dwh.dim_category c ON c.category_key = b.category_key
+            ORDER BY b.customer_key, b.revenue DESC, c.name, c.category_key
+        ) f ON f.customer_key = o.customer_key$q$,
+        parts, parts || '_orders');
+    EXECUTE 'CREATE TEMP TABLE mart_cohort_new ON COMMIT DROP AS ' || cohorts USING keys;
+    PERFORM mart_base.merge('cohort_activity', '{cohort_month,month}', '{customers}',
+        $q$SELECT cohort_month, month, count(*) AS customers
+           FROM %1$I GROUP BY cohort_month, month$q$,
+        'mart_cohort_new', CASE WHEN keys IS NOT NULL THEN 'mart_cohort_old' END);
+    PERFORM mart_base.drop_temp('mart_cohort_old', 'mart_cohort_new');
+END
+$fn$;
+
+-- Every aggregate from fact_sales. backfill calls it in its final
+-- transaction; ensure_built and apply_changes when the aggregates are stale.
+CREATE OR REPLACE FUNCTION mart_base.rebuild()
+RETURNS void
+LANGUAGE plpgsql
+-- The hash aggregates of a full pass fit in memory instead of spilling;
+-- JIT compiling costs more than it saves on these queries.
+SET work_mem = '256MB'
+SET jit = off
+AS $fn$
+BEGIN
+    PERFORM mart_base.build_parts('dwh.fact_sales', 'mart_all');
+    PERFORM mart_base.merge_additive('mart_all', NULL);
+    PERFORM mart_base.recompute_customers('mart_all', NULL);
+    PERFORM mart_base.drop_temp('mart_all', 'mart_all_orders', 'mart_all_products',
+                                'mart_touched', 'mart_old');
+    UPDATE mart_base.state SET stale = false, built_at = now(), updated_at = now();
+END
+$fn$;
+
+-- Builds the aggregates when they are new, stale or of an older definition
+-- (init). Returns whether it rebuilt them.
+CREATE OR REPLACE FUNCTION mart_base.ensure_built()
+RETURNS boolean
+LANGUAGE plpgsql
+AS $fn$
+BEGIN
+    IF (SELECT stale FROM mart_base.state) THEN
+        PERFORM mart_base.rebuild();
+        RETURN true;
+    END IF;
+    RETURN false;
+END
+$fn$;
+
+-- A run changed facts without maintaining the aggregates.
+CREATE OR REPLACE FUNCTION mart_base.mark_stale()
+RETURNS void
+LANGUAGE sql
+AS $fn$ UPDATE mart_base.state SET stale = true, updated_at = now() $fn$;
+
+-- Keeps the current fact rows of the orders `order_ids` (those not kept
+-- yet in this transaction) as their "old" contribution. Call it before any
+-- of their fact rows change; apply_changes() then uses them.
+CREATE OR REPLACE FUNCTION mart_base.capture(order_ids bigint[])
+RETURNS void
+LANGUAGE plpgsql
+AS $fn$
+DECLARE
+    fresh bigint[];
+BEGIN
+    IF to_regclass('pg_temp.mart_touched') IS NULL THEN
+        CREATE TEMP TABLE mart_touched (order_id bigint PRIMARY KEY) ON COMMIT DROP;
+        CREATE TEMP TABLE mart_old ON COMMIT DROP AS SELECT * FROM dwh.fact_sales WITH NO DATA;
+    END IF;
+    EXECUTE 'WITH n AS (INSERT INTO pg_temp.mart_touched SELECT DISTINCT unnest($1)
+                        ON CONFLICT DO NOTHING RETURNING order_id)
+             SELECT array_agg(order_id) FROM n'
+        INTO fresh USING order_ids;
+    IF fresh IS NOT NULL THEN
+        EXECUTE 'INSERT INTO pg_temp.mart_old SELECT * FROM dwh.fact_sales WHERE order_id = ANY($1)'
+            USING fresh;
     END IF;
 END
 $fn$;
+
+-- capture() of every order with a fact row of the products `product_ids`
+-- (natural keys): call it before restating their cost or category.
+CREATE OR REPLACE FUNCTION mart_base.capture_products(product_ids bigint[])
+RETURNS void
+LANGUAGE plpgsql
+AS $fn$
+DECLARE
+    ids bigint[];
+BEGIN
+    EXECUTE 'SELECT array_agg(DISTINCT f.order_id) FROM dwh.fact_sales f
+             JOIN dwh.dim_product p ON p.product_key = f.product_key
+             WHERE p.product_id = ANY($1)'
+        INTO ids USING product_ids;
+    IF ids IS NOT NULL THEN
+        PERFORM mart_base.capture(ids);
+    END IF;
+END
+$fn$;
+
+-- Brings the aggregates up to date with the fact rows of the captured
+-- orders (sync, at the end of its transaction). names_changed: a category
+-- was renamed, which may change top and favorite categories (their ties go
+-- by name): every customer is recomputed. Stale aggregates are rebuilt
+-- instead. Returns whether it rebuilt them.
+CREATE OR REPLACE FUNCTION mart_base.apply_changes(names_changed boolean)
+RETURNS boolean
+LANGUAGE plpgsql
+SET work_mem = '64MB'
+SET jit = off
+AS $fn$
+DECLARE
+    touched bigint[];
+    customers bigint[];
+BEGIN
+    IF (SELECT stale FROM mart_base.state) THEN
+        PERFORM mart_base.rebuild();
+        RETURN true;
+    END IF;
+    IF to_regclass('pg_temp.mart_touched') IS NOT NULL THEN
+        SELECT array_agg(order_id) INTO touched FROM pg_temp.mart_touched;
+    END IF;
+    IF touched IS NOT NULL THEN
+        PERFORM mart_base.build_parts(
+            format('(SELECT * FROM dwh.fact_sales WHERE order_id = ANY(%L::bigint[]))', touched),
+            'mart_new');
+        PERFORM mart_base.build_parts('pg_temp.mart_old', 'mart_was');
+        PERFORM mart_base.merge_additive('mart_new', 'mart_was');
+        SELECT array_agg(DISTINCT c.customer_key) INTO customers
+        FROM (SELECT customer_key FROM pg_temp.mart_new_orders
+              UNION ALL
+              SELECT customer_key FROM pg_temp.mart_was_orders) c;
+    END IF;
+    IF names_changed THEN
+        PERFORM mart_base.build_parts('dwh.fact_sales', 'mart_all');
+        PERFORM mart_base.recompute_customers('mart_all', NULL);
+    ELSIF customers IS NOT NULL THEN
+        PERFORM mart_base.build_parts(
+            format('(SELECT * FROM dwh.fact_sales WHERE customer_key = ANY(%L::bigint[]))',
+                   customers),
+            'mart_cust');
+        PERFORM mart_base.recompute_customers('mart_cust', customers);
+    END IF;
+    PERFORM mart_base.drop_temp('mart_touched', 'mart_old',
+        'mart_new', 'mart_new_orders', 'mart_new_products',
+        'mart_was', 'mart_was_orders', 'mart_was_products',
+        'mart_cust', 'mart_cust_orders', 'mart_cust_products',
+        'mart_all', 'mart_all_orders', 'mart_all_products');
+    UPDATE mart_base.state SET updated_at = now();
+    RETURN false;
+END
+$fn$;
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA mart_base FROM PUBLIC;
 
 -- ---------------------------------------------------------------------------
 -- sales_daily: sales dynamics.
@@ -83,51 +584,25 @@ $fn$;
 -- (an order has one day and one region), NOT over categories (an order with
 -- items in two categories counts in both).
 -- ---------------------------------------------------------------------------
-SELECT pg_temp.drop_stale_matview('sales_daily', 1);
-
-CREATE MATERIALIZED VIEW IF NOT EXISTS mart.sales_daily AS
+CREATE OR REPLACE VIEW mart.sales_daily AS
 SELECT d.full_date          AS sale_date,
        s.date_key,
        s.region_key,
        r.name               AS region_name,
        s.category_key,
        c.name               AS category_name,
-       s.revenue,
-       s.margin,
+       s.revenue_cents * 0.01 AS revenue,
+       s.margin_cents * 0.01  AS margin,
        s.orders,
        s.items,
        s.units
-FROM (
-    SELECT o.date_key, o.region_key, o.category_key,
-           sum(o.revenue) AS revenue,
-           sum(o.margin)  AS margin,
-           count(*)       AS orders,
-           sum(o.items)   AS items,
-           sum(o.units)   AS units
-    FROM (
-        -- Two-level aggregation instead of count(DISTINCT order_id): both
-        -- levels can hash, no sort of the whole fact table.
-        SELECT f.date_key, f.region_key, f.category_key, f.order_id,
-               sum(f.revenue)  AS revenue,
-               sum(f.margin)   AS margin,
-               count(*)        AS items,
-               sum(f.quantity) AS units
-        FROM dwh.fact_sales f
-        WHERE f.order_status NOT IN ('cancelled', 'returned')
-        GROUP BY f.date_key, f.region_key, f.category_key, f.order_id
-    ) o
-    GROUP BY o.date_key, o.region_key, o.category_key
-) s
+FROM mart_base.sales_cell s
 JOIN dwh.dim_date d     ON d.date_key = s.date_key
 JOIN dwh.dim_region r   ON r.region_key = s.region_key
-JOIN dwh.dim_category c ON c.category_key = s.category_key
-WITH NO DATA;
+JOIN dwh.dim_category c ON c.category_key = s.category_key;
 
-CREATE UNIQUE INDEX IF NOT EXISTS ux_sales_daily_grain
-    ON mart.sales_daily (date_key, region_key, category_key);
-
-COMMENT ON MATERIALIZED VIEW mart.sales_daily IS
-    'Sales dynamics: one row per day x region x category with valid sales (cancelled/returned excluded). items = order lines, units = summed quantity, orders = distinct orders in the cell (not additive over categories). [rev 1]';
+COMMENT ON VIEW mart.sales_daily IS
+    'Sales dynamics: one row per day x region x category with valid sales (cancelled/returned excluded). items = order lines, units = summed quantity, orders = distinct orders in the cell (not additive over categories).';
 
 -- ---------------------------------------------------------------------------
 -- manager_performance: manager effectiveness.
@@ -136,43 +611,25 @@ COMMENT ON MATERIALIZED VIEW mart.sales_daily IS
 -- (employee_key -1), listed like any manager. average_check =
 -- round(revenue / orders, 2). region_name is the employee's own region.
 -- ---------------------------------------------------------------------------
-SELECT pg_temp.drop_stale_matview('manager_performance', 1);
-
-CREATE MATERIALIZED VIEW IF NOT EXISTS mart.manager_performance AS
-SELECT date_trunc('month', d.full_date::timestamp)::date AS month,
-       o.employee_key,
+CREATE OR REPLACE VIEW mart.manager_performance AS
+SELECT m.month,
+       m.employee_key,
        e.employee_id,
        e.full_name                 AS employee_name,
        e.title,
        r.name                      AS region_name,
-       sum(o.revenue)              AS revenue,
-       sum(o.margin)               AS margin,
-       count(*)                    AS orders,
-       sum(o.items)                AS items,
-       sum(o.units)                AS units,
-       round(sum(o.revenue) / count(*), 2) AS average_check
-FROM (
-    SELECT f.employee_key, f.order_id, f.date_key,
-           sum(f.revenue)  AS revenue,
-           sum(f.margin)   AS margin,
-           count(*)        AS items,
-           sum(f.quantity) AS units
-    FROM dwh.fact_sales f
-    WHERE f.order_status NOT IN ('cancelled', 'returned')
-    GROUP BY f.employee_key, f.order_id, f.date_key
-) o
-JOIN dwh.dim_date d     ON d.date_key = o.date_key
-JOIN dwh.dim_employee e ON e.employee_key = o.employee_key
-JOIN dwh.dim_region r   ON r.region_key = e.region_key
-GROUP BY date_trunc('month', d.full_date::timestamp)::date, o.employee_key,
-         e.employee_id, e.full_name, e.title, r.name
-WITH NO DATA;
+       m.revenue_cents * 0.01      AS revenue,
+       m.margin_cents * 0.01       AS margin,
+       m.orders,
+       m.items,
+       m.units,
+       round(m.revenue_cents * 0.01 / m.orders, 2) AS average_check
+FROM mart_base.manager_month m
+JOIN dwh.dim_employee e ON e.employee_key = m.employee_key
+JOIN dwh.dim_region r   ON r.region_key = e.region_key;
 
-CREATE UNIQUE INDEX IF NOT EXISTS ux_manager_performance_grain
-    ON mart.manager_performance (employee_key, month);
-
-COMMENT ON MATERIALIZED VIEW mart.manager_performance IS
-    'Manager effectiveness: one row per employee x month with valid orders; employee_key -1 = Unassigned (online orders). average_check = round(revenue / orders, 2). [rev 1]';
+COMMENT ON VIEW mart.manager_performance IS
+    'Manager effectiveness: one row per employee x month with valid orders; employee_key -1 = Unassigned (online orders). average_check = round(revenue / orders, 2).';
 
 -- ---------------------------------------------------------------------------
 -- product_ranking: top-N and least popular products, all time.
@@ -183,47 +640,28 @@ COMMENT ON MATERIALIZED VIEW mart.manager_performance IS
 -- (1, 1, 3), so "rank <= N" can return more than N products on a tie.
 --   revenue_rank / quantity_rank:                 1 = most revenue / units
 --   revenue_rank_from_bottom / quantity_rank_...: 1 = least revenue / units
+-- orders = distinct valid orders with the product.
 -- ---------------------------------------------------------------------------
-SELECT pg_temp.drop_stale_matview('product_ranking', 1);
-
-CREATE MATERIALIZED VIEW IF NOT EXISTS mart.product_ranking AS
+CREATE OR REPLACE VIEW mart.product_ranking AS
 SELECT p.product_key,
        p.product_id,
        p.sku,
        p.name                           AS product_name,
        p.category_name,
        p.is_active,
-       coalesce(s.revenue, 0.00)        AS revenue,
+       coalesce(s.revenue_cents * 0.01, 0.00) AS revenue,
        coalesce(s.quantity, 0)          AS quantity,
        coalesce(s.orders, 0)            AS orders,
-       rank() OVER (ORDER BY coalesce(s.revenue, 0.00) DESC) AS revenue_rank,
-       rank() OVER (ORDER BY coalesce(s.revenue, 0.00) ASC)  AS revenue_rank_from_bottom,
+       rank() OVER (ORDER BY coalesce(s.revenue_cents, 0) DESC) AS revenue_rank,
+       rank() OVER (ORDER BY coalesce(s.revenue_cents, 0) ASC)  AS revenue_rank_from_bottom,
        rank() OVER (ORDER BY coalesce(s.quantity, 0) DESC)   AS quantity_rank,
        rank() OVER (ORDER BY coalesce(s.quantity, 0) ASC)    AS quantity_rank_from_bottom
 FROM dwh.dim_product p
-LEFT JOIN (
-    SELECT o.product_key,
-           sum(o.revenue)  AS revenue,
-           sum(o.quantity) AS quantity,
-           count(*)        AS orders
-    FROM (
-        SELECT f.product_key, f.order_id,
-               sum(f.revenue)  AS revenue,
-               sum(f.quantity) AS quantity
-        FROM dwh.fact_sales f
-        WHERE f.order_status NOT IN ('cancelled', 'returned')
-        GROUP BY f.product_key, f.order_id
-    ) o
-    GROUP BY o.product_key
-) s ON s.product_key = p.product_key
-WHERE p.product_key <> -1 OR s.product_key IS NOT NULL
-WITH NO DATA;
+LEFT JOIN mart_base.product_sales s ON s.product_key = p.product_key
+WHERE p.product_key <> -1 OR s.product_key IS NOT NULL;
 
-CREATE UNIQUE INDEX IF NOT EXISTS ux_product_ranking_grain
-    ON mart.product_ranking (product_key);
-
-COMMENT ON MATERIALIZED VIEW mart.product_ranking IS
-    'Products by revenue and units, all time, valid sales only; never-sold products listed with 0. RANK() ties (1, 1, 3); *_rank 1 = best, *_rank_from_bottom 1 = least popular. [rev 1]';
+COMMENT ON VIEW mart.product_ranking IS
+    'Products by revenue and units, all time, valid sales only; never-sold products listed with 0. RANK() ties (1, 1, 3); *_rank 1 = best, *_rank_from_bottom 1 = least popular.';
 
 -- ---------------------------------------------------------------------------
 -- average_check: revenue / distinct orders.
@@ -231,32 +669,18 @@ COMMENT ON MATERIALIZED VIEW mart.product_ranking IS
 -- Every order has one region, so a month's overall check is
 -- sum(revenue) / sum(orders) over its rows.
 -- ---------------------------------------------------------------------------
-SELECT pg_temp.drop_stale_matview('average_check', 1);
-
-CREATE MATERIALIZED VIEW IF NOT EXISTS mart.average_check AS
-SELECT date_trunc('month', d.full_date::timestamp)::date AS month,
-       o.region_key,
+CREATE OR REPLACE VIEW mart.average_check AS
+SELECT a.month,
+       a.region_key,
        r.name                      AS region_name,
-       sum(o.revenue)              AS revenue,
-       count(*)                    AS orders,
-       round(sum(o.revenue) / count(*), 2) AS average_check
-FROM (
-    SELECT f.region_key, f.order_id, f.date_key,
-           sum(f.revenue) AS revenue
-    FROM dwh.fact_sales f
-    WHERE f.order_status NOT IN ('cancelled', 'returned')
-    GROUP BY f.region_key, f.order_id, f.date_key
-) o
-JOIN dwh.dim_date d   ON d.date_key = o.date_key
-JOIN dwh.dim_region r ON r.region_key = o.region_key
-GROUP BY date_trunc('month', d.full_date::timestamp)::date, o.region_key, r.name
-WITH NO DATA;
+       a.revenue_cents * 0.01      AS revenue,
+       a.orders,
+       round(a.revenue_cents * 0.01 / a.orders, 2) AS average_check
+FROM mart_base.region_month a
+JOIN dwh.dim_region r ON r.region_key = a.region_key;
 
-CREATE UNIQUE INDEX IF NOT EXISTS ux_average_check_grain
-    ON mart.average_check (month, region_key);
-
-COMMENT ON MATERIALIZED VIEW mart.average_check IS
-    'Average check = round(revenue / distinct orders, 2), one row per month x region (the order''s region) with valid orders. [rev 1]';
+COMMENT ON VIEW mart.average_check IS
+    'Average check = round(revenue / distinct orders, 2), one row per month x region (the order''s region) with valid orders.';
 
 -- ---------------------------------------------------------------------------
 -- customer_report: customer behaviour per month.
@@ -271,70 +695,22 @@ COMMENT ON MATERIALIZED VIEW mart.average_check IS
 --                         month's valid orders that are completed, rounded
 --                         to 2 decimals; NULL when none is completed yet
 -- ---------------------------------------------------------------------------
-SELECT pg_temp.drop_stale_matview('customer_report', 2);
-
-CREATE MATERIALIZED VIEW IF NOT EXISTS mart.customer_report AS
-WITH by_order AS (
-    SELECT f.customer_key, f.order_id, f.date_key,
-           sum(f.revenue) AS revenue,
-           extract(epoch FROM max(f.completed_at) - min(f.ordered_at)) / 3600 AS hours_to_completion
-    FROM dwh.fact_sales f
-    WHERE f.order_status NOT IN ('cancelled', 'returned')
-    GROUP BY f.customer_key, f.order_id, f.date_key
-),
-by_month AS (
-    SELECT o.customer_key,
-           date_trunc('month', d.full_date::timestamp)::date AS month,
-           sum(o.revenue) AS spend,
-           count(*)       AS orders,
-           -- NULL hours (orders not completed) are ignored by percentile_cont.
-           round((percentile_cont(0.5) WITHIN GROUP (ORDER BY o.hours_to_completion))::numeric, 2)
-                          AS median_hours_to_completion
-    FROM by_order o
-    JOIN dwh.dim_date d ON d.date_key = o.date_key
-    GROUP BY o.customer_key, date_trunc('month', d.full_date::timestamp)::date
-),
-by_category AS (
-    SELECT f.customer_key, f.date_key, f.category_key,
-           sum(f.revenue) AS revenue
-    FROM dwh.fact_sales f
-    WHERE f.order_status NOT IN ('cancelled', 'returned')
-    GROUP BY f.customer_key, f.date_key, f.category_key
-),
-top_category AS (
-    SELECT DISTINCT ON (m.customer_key, m.month)
-           m.customer_key, m.month, c.name AS category_name
-    FROM (
-        SELECT b.customer_key,
-               date_trunc('month', d.full_date::timestamp)::date AS month,
-               b.category_key,
-               sum(b.revenue) AS revenue
-        FROM by_category b
-        JOIN dwh.dim_date d ON d.date_key = b.date_key
-        GROUP BY b.customer_key, date_trunc('month', d.full_date::timestamp)::date, b.category_key
-    ) m
-    JOIN dwh.dim_category c ON c.category_key = m.category_key
-    ORDER BY m.customer_key, m.month, m.revenue DESC, c.name, c.category_key
-)
+CREATE OR REPLACE VIEW mart.customer_report AS
 SELECT m.customer_key,
        cu.customer_id,
        cu.full_name,
        m.month,
-       m.spend,
+       m.spend_cents * 0.01         AS spend,
        m.orders,
-       round(m.spend / m.orders, 2) AS average_order_price,
+       round(m.spend_cents * 0.01 / m.orders, 2) AS average_order_price,
        m.median_hours_to_completion,
-       t.category_name              AS top_category
-FROM by_month m
+       c.name                       AS top_category
+FROM mart_base.customer_month m
 JOIN dwh.dim_customer cu ON cu.customer_key = m.customer_key
-JOIN top_category t      ON t.customer_key = m.customer_key AND t.month = m.month
-WITH NO DATA;
+JOIN dwh.dim_category c  ON c.category_key = m.top_category_key;
 
-CREATE UNIQUE INDEX IF NOT EXISTS ux_customer_report_grain
-    ON mart.customer_report (customer_key, month);
-
-COMMENT ON MATERIALIZED VIEW mart.customer_report IS
-    'Per customer x month with valid orders: spend, orders, average_order_price = round(spend / orders, 2), top_category (most revenue; ties to the lowest name), median_hours_to_completion (median of completed_at - ordered_at in hours over completed valid orders). [rev 2]';
+COMMENT ON VIEW mart.customer_report IS
+    'Per customer x month with valid orders: spend, orders, average_order_price = round(spend / orders, 2), top_category (most revenue; ties to the lowest name), median_hours_to_completion (median of completed_at - ordered_at in hours over completed valid orders).';
 
 -- ---------------------------------------------------------------------------
 -- customer_metrics: customer value, all time.
@@ -344,82 +720,40 @@ COMMENT ON MATERIALIZED VIEW mart.customer_report IS
 --   lifetime_value      = revenue of all valid orders
 --   average_order_value = round(lifetime_value / orders, 2), NULL without orders
 --   first/last_purchase = order day of the first / last valid order
---   as_of               = the UTC day of the refresh; days_since_* = as_of - day
+--   as_of               = today (UTC) when read; days_since_* = as_of - day
 --   favorite_category   = category with the most lifetime revenue; ties go
 --                         to the lowest category name, then category_key
 --   value_segment       = 'High' if lifetime_value >= 5000,
 --                         'Medium' if >= 1000, else 'Low'
 --   segment             = the source CRM segment (dim_customer.segment)
 -- ---------------------------------------------------------------------------
-SELECT pg_temp.drop_stale_matview('customer_metrics', 1);
-
-CREATE MATERIALIZED VIEW IF NOT EXISTS mart.customer_metrics AS
-WITH by_order AS (
-    SELECT f.customer_key, f.order_id, f.date_key,
-           sum(f.revenue) AS revenue
-    FROM dwh.fact_sales f
-    WHERE f.order_status NOT IN ('cancelled', 'returned')
-    GROUP BY f.customer_key, f.order_id, f.date_key
-),
-per_customer AS (
-    SELECT o.customer_key,
-           sum(o.revenue)    AS lifetime_value,
-           count(*)          AS orders,
-           min(d.full_date)  AS first_purchase,
-           max(d.full_date)  AS last_purchase
-    FROM by_order o
-    JOIN dwh.dim_date d ON d.date_key = o.date_key
-    GROUP BY o.customer_key
-),
-favorite AS (
-    SELECT DISTINCT ON (b.customer_key)
-           b.customer_key, c.name AS category_name
-    FROM (
-        SELECT f.customer_key, f.category_key, sum(f.revenue) AS revenue
-        FROM dwh.fact_sales f
-        WHERE f.order_status NOT IN ('cancelled', 'returned')
-        GROUP BY f.customer_key, f.category_key
-    ) b
-    JOIN dwh.dim_category c ON c.category_key = b.category_key
-    ORDER BY b.customer_key, b.revenue DESC, c.name, c.category_key
-),
-as_of AS (
-    SELECT (now() AT TIME ZONE 'UTC')::date AS as_of
-)
+CREATE OR REPLACE VIEW mart.customer_metrics AS
 SELECT cu.customer_key,
        cu.customer_id,
        cu.full_name,
        cu.segment,
-       coalesce(p.lifetime_value, 0.00)           AS lifetime_value,
-       coalesce(p.orders, 0)                      AS orders,
-       round(p.lifetime_value / p.orders, 2)      AS average_order_value,
-       p.first_purchase,
-       p.last_purchase,
+       coalesce(t.lifetime_value_cents * 0.01, 0.00) AS lifetime_value,
+       coalesce(t.orders, 0)                      AS orders,
+       round(t.lifetime_value_cents * 0.01 / t.orders, 2) AS average_order_value,
+       t.first_purchase,
+       t.last_purchase,
        a.as_of,
-       a.as_of - p.first_purchase                 AS days_since_first_purchase,
-       a.as_of - p.last_purchase                  AS days_since_last_purchase,
-       fav.category_name                          AS favorite_category,
+       a.as_of - t.first_purchase                 AS days_since_first_purchase,
+       a.as_of - t.last_purchase                  AS days_since_last_purchase,
+       fav.name                                   AS favorite_category,
        CASE
-           WHEN coalesce(p.lifetime_value, 0) >= 5000 THEN 'High'
-           WHEN coalesce(p.lifetime_value, 0) >= 1000 THEN 'Medium'
+           WHEN coalesce(t.lifetime_value_cents, 0) >= 500000 THEN 'High'
+           WHEN coalesce(t.lifetime_value_cents, 0) >= 100000 THEN 'Medium'
            ELSE 'Low'
        END                                        AS value_segment
 FROM dwh.dim_customer cu
-CROSS JOIN as_of a
-LEFT JOIN per_customer p ON p.customer_key = cu.customer_key
-LEFT JOIN favorite fav   ON fav.customer_key = cu.customer_key
-WHERE cu.customer_key <> -1 OR p.customer_key IS NOT NULL
-WITH NO DATA;
+CROSS JOIN (SELECT (now() AT TIME ZONE 'UTC')::date AS as_of) a
+LEFT JOIN mart_base.customer_total t ON t.customer_key = cu.customer_key
+LEFT JOIN dwh.dim_category fav       ON fav.category_key = t.favorite_category_key
+WHERE cu.customer_key <> -1 OR t.customer_key IS NOT NULL;
 
-CREATE UNIQUE INDEX IF NOT EXISTS ux_customer_metrics_grain
-    ON mart.customer_metrics (customer_key);
-
--- Serves top_customers(n) and "most valuable customers" without a sort.
-CREATE INDEX IF NOT EXISTS ix_customer_metrics_lifetime_value
-    ON mart.customer_metrics (lifetime_value DESC, customer_id);
-
-COMMENT ON MATERIALIZED VIEW mart.customer_metrics IS
-    'Per customer, all time, valid orders only: lifetime_value, orders, average_order_value, first/last purchase and days since (as of the refresh day, UTC), favorite_category (most revenue; ties to the lowest name), value_segment High >= 5000, Medium >= 1000, else Low. [rev 1]';
+COMMENT ON VIEW mart.customer_metrics IS
+    'Per customer, all time, valid orders only: lifetime_value, orders, average_order_value, first/last purchase and days since (as of today, UTC), favorite_category (most revenue; ties to the lowest name), value_segment High >= 5000, Medium >= 1000, else Low.';
 
 -- ---------------------------------------------------------------------------
 -- customer_retention: monthly cohorts.
@@ -433,59 +767,32 @@ COMMENT ON MATERIALIZED VIEW mart.customer_metrics IS
 -- The Unknown customer (-1) stands for many unresolved customers and is
 -- left out.
 -- ---------------------------------------------------------------------------
-SELECT pg_temp.drop_stale_matview('customer_retention', 1);
-
-CREATE MATERIALIZED VIEW IF NOT EXISTS mart.customer_retention AS
-WITH active AS (
-    SELECT DISTINCT a.customer_key, date_trunc('month', d.full_date::timestamp)::date AS month
-    FROM (
-        SELECT DISTINCT f.customer_key, f.date_key
-        FROM dwh.fact_sales f
-        WHERE f.order_status NOT IN ('cancelled', 'returned')
-          AND f.customer_key <> -1
-    ) a
-    JOIN dwh.dim_date d ON d.date_key = a.date_key
+CREATE OR REPLACE VIEW mart.customer_retention AS
+WITH size AS (
+    SELECT cohort_month, customers AS cohort_size
+    FROM mart_base.cohort_activity
+    WHERE month = cohort_month
 ),
-cohort AS (
-    SELECT customer_key, min(month) AS cohort_month
-    FROM active
-    GROUP BY customer_key
-),
-cohort_size AS (
-    SELECT cohort_month, count(*) AS customers
-    FROM cohort
-    GROUP BY cohort_month
-),
-activity AS (
-    SELECT c.cohort_month, a.month, count(*) AS customers
-    FROM cohort c
-    JOIN active a ON a.customer_key = c.customer_key
-    GROUP BY c.cohort_month, a.month
-),
-grid AS (
-    SELECT s.cohort_month, s.customers AS cohort_size, g.month::date AS month
-    FROM cohort_size s
-    CROSS JOIN (SELECT max(month) AS last_month FROM active) l
-    CROSS JOIN LATERAL generate_series(s.cohort_month::timestamp, l.last_month::timestamp,
-                                       interval '1 month') AS g(month)
+last AS (
+    SELECT max(month) AS last_month FROM mart_base.cohort_activity
 )
-SELECT g.cohort_month,
-       g.month                                   AS activity_month,
-       ((extract(year FROM g.month) - extract(year FROM g.cohort_month)) * 12
-        + extract(month FROM g.month) - extract(month FROM g.cohort_month))::integer
+SELECT s.cohort_month,
+       g.month::date                             AS activity_month,
+       ((extract(year FROM g.month) - extract(year FROM s.cohort_month)) * 12
+        + extract(month FROM g.month) - extract(month FROM s.cohort_month))::integer
                                                  AS months_since_first,
-       g.cohort_size,
+       s.cohort_size,
        coalesce(a.customers, 0)                  AS active_customers,
-       round(coalesce(a.customers, 0)::numeric / g.cohort_size, 4) AS retention_share
-FROM grid g
-LEFT JOIN activity a ON a.cohort_month = g.cohort_month AND a.month = g.month
-WITH NO DATA;
+       round(coalesce(a.customers, 0)::numeric / s.cohort_size, 4) AS retention_share
+FROM size s
+CROSS JOIN last l
+CROSS JOIN LATERAL generate_series(s.cohort_month::timestamp, l.last_month::timestamp,
+                                   interval '1 month') AS g(month)
+LEFT JOIN mart_base.cohort_activity a
+       ON a.cohort_month = s.cohort_month AND a.month = g.month::date;
 
-CREATE UNIQUE INDEX IF NOT EXISTS ux_customer_retention_grain
-    ON mart.customer_retention (cohort_month, months_since_first);
-
-COMMENT ON MATERIALIZED VIEW mart.customer_retention IS
-    'Monthly cohorts (month of the first valid order): per cohort x activity month, from the cohort month (share 1) to the last month with sales, zeros included; retention_share = round(active_customers / cohort_size, 4). Unknown customer (-1) excluded. [rev 1]';
+COMMENT ON VIEW mart.customer_retention IS
+    'Monthly cohorts (month of the first valid order): per cohort x activity month, from the cohort month (share 1) to the last month with sales, zeros included; retention_share = round(active_customers / cohort_size, 4). Unknown customer (-1) excluded.';
 
 -- ---------------------------------------------------------------------------
 -- etl_recent_runs: the last 100 runs, newest first (plain view: the run log

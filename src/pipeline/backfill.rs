@@ -65,7 +65,7 @@ pub struct BackfillReport {
     pub resumed_chunks: usize,
     pub phases: Vec<(&'static str, Duration)>,
     pub elapsed: Duration,
-    pub refreshed_marts: Vec<String>,
+    pub marts: crate::marts::Upkeep,
 }
 
 const DAY_MICROS: i64 = 86_400_000_000;
@@ -372,7 +372,7 @@ async fn body(
     }
     phases.push(("indexes", phase_start.elapsed()));
     phase_start = Instant::now();
-    let mut refreshed = Vec::new();
+    let marts;
     {
         state::check_lock(client)?;
         let mut conn = pool.get().await.map_err(LoadError::Pool)?;
@@ -415,12 +415,13 @@ async fn body(
         state::clear_backfill(&tx).await?;
         // Inside the same transaction: if the refresh fails, the backfill
         // stays unfinished and a rerun finishes it (all chunks are marked).
-        if opts.refresh_marts {
-            tracing::info!("refreshing the marts");
-            refreshed = crate::marts::rebuild(&tx)
-                .await
-                .map_err(PipelineError::Marts)?;
+        marts = if opts.refresh_marts {
+            tracing::info!("rebuilding the marts");
+            crate::marts::rebuild(&tx).await
+        } else {
+            crate::marts::mark_stale(&tx).await
         }
+        .map_err(PipelineError::Marts)?;
         tx.commit()
             .await
             .map_err(LoadError::pg("finishing the backfill"))?;
@@ -433,7 +434,7 @@ async fn body(
         resumed_chunks: done.len(),
         phases,
         elapsed: started.elapsed(),
-        refreshed_marts: refreshed,
+        marts,
     })
 }
 

@@ -19,8 +19,9 @@
 //!    transformed exactly as backfill does; the result is staged and merged
 //!    (rows that differ), the order's vanished or now-rejected rows deleted,
 //!    rejects that load now (or left the source) released.
-//! 5. Watermarks := the snapshot's high marks; marts refreshed if any data
-//!    row changed; commit. Then the run is closed.
+//! 5. Watermarks := the snapshot's high marks; if any data row changed, the
+//!    marts take the difference of the orders captured before their fact
+//!    rows changed (`marts`); commit. Then the run is closed.
 //!
 //! A crash anywhere before the commit leaves the warehouse as it was; the
 //! rerun does the same work again. Re-reading a row changes nothing unless
@@ -78,7 +79,7 @@ pub struct SyncReport {
     /// fact_sales rows restated for a product's new cost or category.
     pub restated: u64,
     pub applied: Applied,
-    pub refreshed_marts: Vec<String>,
+    pub marts: crate::marts::Upkeep,
     pub phases: Vec<(&'static str, Duration)>,
     pub elapsed: Duration,
 }
@@ -222,6 +223,12 @@ async fn body(
     .await?;
     report.dims_changed =
         regions.merged + categories.merged + products.merged + customers.merged + employees.merged;
+    if opts.refresh_marts {
+        // Before their rows change: the marts take the difference.
+        crate::marts::capture_products(&tx, &products.changed_ids)
+            .await
+            .map_err(PipelineError::Marts)?;
+    }
     let (restated, overflow) = load_facts::restate_products(&tx, &products.changed_ids).await?;
     report.restated = restated;
     tracing::info!(
@@ -373,6 +380,11 @@ async fn body(
         ),
     ];
     let t = Instant::now();
+    if opts.refresh_marts {
+        crate::marts::capture(&tx, &orders)
+            .await
+            .map_err(PipelineError::Marts)?;
+    }
     report.applied = load_facts::apply_staged(&tx, run_id, &released).await?;
     tracing::debug!(
         ms = t.elapsed().as_millis() as u64,
@@ -389,10 +401,13 @@ async fn body(
 
     // ---- watermarks, marts, commit
     state::set_watermarks(&tx, &highs).await?;
-    if opts.refresh_marts && report.changed_data() {
-        report.refreshed_marts = crate::marts::refresh(&tx)
-            .await
-            .map_err(PipelineError::Marts)?;
+    if report.changed_data() {
+        report.marts = if opts.refresh_marts {
+            crate::marts::apply_changes(&tx, categories.merged > 0).await
+        } else {
+            crate::marts::mark_stale(&tx).await
+        }
+        .map_err(PipelineError::Marts)?;
     }
     // The lock's session is this transaction's: if it is gone, so is the
     // transaction, and the commit fails.

@@ -5,7 +5,7 @@
 use salesdwh::marts;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use crate::support::{assert_forbidden, run_expect, TestDbs};
+use crate::support::{assert_forbidden, mart_aggregates as aggregates, run_expect, TestDbs};
 
 const INIT: [&str; 5] = [
     "init",
@@ -15,7 +15,8 @@ const INIT: [&str; 5] = [
     "2024-12-31",
 ];
 
-const MATVIEWS: [&str; 7] = [
+/// The marts that aggregate fact_sales (views over mart_base).
+const AGGREGATING: [&str; 7] = [
     "average_check",
     "customer_metrics",
     "customer_report",
@@ -25,7 +26,7 @@ const MATVIEWS: [&str; 7] = [
     "sales_daily",
 ];
 
-const VIEWS: [&str; 2] = ["etl_performance", "etl_recent_runs"];
+const RUN_LOG: [&str; 2] = ["etl_performance", "etl_recent_runs"];
 
 /// Regions North (10) and South (20); categories Laptops (1), Phones (2),
 /// Audio (3); products 101 Laptop A, 102 Phone B, 103 Headphones C,
@@ -130,23 +131,20 @@ async fn rows(pg: &Client, sql: &str) -> Vec<String> {
         .collect()
 }
 
-/// A warehouse initialised by the binary, filled with `WAREHOUSE` and
-/// refreshed.
+/// A warehouse initialised by the binary, filled with `WAREHOUSE` and its
+/// marts rebuilt.
 async fn hand_built_warehouse() -> (TestDbs, Client) {
     let dbs = TestDbs::names();
     run_expect(dbs.salesdwh().args(INIT), 0);
     let pg = dbs.pg().await;
     pg.batch_execute(WAREHOUSE).await.unwrap();
-    let refreshed = marts::refresh(&pg).await.unwrap();
-    let mut sorted = refreshed.clone();
-    sorted.sort();
-    assert_eq!(sorted, MATVIEWS, "refresh covers every materialized mart");
+    assert_eq!(marts::rebuild(&pg).await.unwrap(), marts::Upkeep::Rebuilt);
     (dbs, pg)
 }
 
 async fn mart_contents(pg: &Client) -> Vec<String> {
     let mut out = Vec::new();
-    for mart in MATVIEWS {
+    for mart in AGGREGATING {
         out.push(format!("-- {mart}"));
         out.extend(rows(pg, &format!("SELECT t::text FROM mart.{mart} t ORDER BY 1")).await);
     }
@@ -154,18 +152,21 @@ async fn mart_contents(pg: &Client) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn init_installs_populated_empty_marts_and_a_second_init_keeps_them() {
+async fn init_installs_built_empty_marts_and_a_second_init_keeps_them() {
     let dbs = TestDbs::names();
     run_expect(dbs.salesdwh().args(INIT), 0);
     let pg = dbs.pg().await;
-    let state = rows(
+    let kinds = rows(
         &pg,
-        "SELECT matviewname, ispopulated FROM pg_matviews WHERE schemaname = 'mart' ORDER BY 1",
+        "SELECT c.relname, c.relkind FROM pg_class c
+         WHERE c.relnamespace = 'mart'::regnamespace AND c.relkind IN ('v', 'm') ORDER BY 1",
     )
     .await;
-    let expected: Vec<String> = MATVIEWS.iter().map(|m| format!("{m}|t")).collect();
-    assert_eq!(state, expected);
-    for mart in MATVIEWS.iter().chain(VIEWS.iter()) {
+    let mut expected: Vec<String> = marts::MARTS.iter().map(|m| format!("{m}|v")).collect();
+    expected.sort();
+    assert_eq!(kinds, expected, "every mart of SPEC 7 is a view");
+    assert_eq!(rows(&pg, "SELECT stale FROM mart_base.state").await, ["f"]);
+    for mart in AGGREGATING.iter().chain(RUN_LOG.iter()) {
         assert_eq!(
             rows(&pg, &format!("SELECT count(*) FROM mart.{mart}")).await,
             ["0"],
@@ -173,41 +174,59 @@ async fn init_installs_populated_empty_marts_and_a_second_init_keeps_them() {
         );
     }
 
-    // Loaded and refreshed, then init again: contents and catalog unchanged
+    // Loaded and rebuilt, then init again: contents and catalog unchanged
     // (a second init recomputes nothing and drops nothing).
     pg.batch_execute(WAREHOUSE).await.unwrap();
-    marts::refresh(&pg).await.unwrap();
-    let catalog = "SELECT concat_ws('|', c.relname, c.relkind, c.relacl::text, obj_description(c.oid, 'pg_class'), pg_get_viewdef(c.oid)) FROM pg_class c WHERE c.relnamespace = 'mart'::regnamespace AND c.relkind IN ('v', 'm') ORDER BY 1";
-    let functions = "SELECT concat_ws('|', p.oid::regprocedure::text, p.proacl::text, md5(p.prosrc)) FROM pg_proc p WHERE p.pronamespace = 'mart'::regnamespace ORDER BY 1";
+    marts::rebuild(&pg).await.unwrap();
+    let catalog = "SELECT concat_ws('|', n.nspname, c.relname, c.relkind, c.relacl::text, obj_description(c.oid, 'pg_class'), pg_get_viewdef(c.oid)) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname IN ('mart', 'mart_base') ORDER BY 1";
+    let functions = "SELECT concat_ws('|', p.oid::regprocedure::text, p.proacl::text, md5(p.prosrc)) FROM pg_proc p WHERE p.pronamespace IN ('mart'::regnamespace, 'mart_base'::regnamespace) ORDER BY 1";
+    let built = "SELECT built_at FROM mart_base.state";
     let before = (
         mart_contents(&pg).await,
         rows(&pg, catalog).await,
         rows(&pg, functions).await,
+        rows(&pg, built).await,
     );
-    assert!(before.0.len() > MATVIEWS.len() + 30, "{:#?}", before.0);
-    let oid = "SELECT 'mart.sales_daily'::regclass::oid";
-    let sales_daily = rows(&pg, oid).await;
+    assert!(before.0.len() > AGGREGATING.len() + 30, "{:#?}", before.0);
+    let oid = "SELECT 'mart_base.sales_cell'::regclass::oid";
+    let sales_cell = rows(&pg, oid).await;
     run_expect(dbs.salesdwh().args(INIT), 0);
-    assert_eq!(rows(&pg, oid).await, sales_daily, "not rebuilt");
+    assert_eq!(rows(&pg, oid).await, sales_cell, "not recreated");
     let after = (
         mart_contents(&pg).await,
         rows(&pg, catalog).await,
         rows(&pg, functions).await,
+        rows(&pg, built).await,
     );
     assert_eq!(before, after);
-    assert_eq!(before.2.len(), 3, "{:#?}", before.2);
 
-    // A materialized mart whose definition revision changed is rebuilt by
-    // init (and populated again), the others are left alone.
+    // Aggregates of an older definition are dropped, recreated and rebuilt
+    // by init; so are stale ones (rebuilt in place).
+    pg.batch_execute("UPDATE mart_base.state SET revision = 0")
+        .await
+        .unwrap();
+    run_expect(dbs.salesdwh().args(INIT), 0);
+    assert_ne!(rows(&pg, oid).await, sales_cell, "recreated");
+    assert_eq!(mart_contents(&pg).await, before.0);
+    assert_eq!(rows(&pg, catalog).await.len(), before.1.len());
+    pg.batch_execute("SELECT mart_base.mark_stale(); TRUNCATE mart_base.sales_cell")
+        .await
+        .unwrap();
+    run_expect(dbs.salesdwh().args(INIT), 0);
+    assert_eq!(mart_contents(&pg).await, before.0);
+    assert_eq!(rows(&pg, "SELECT stale FROM mart_base.state").await, ["f"]);
+
+    // A warehouse of an earlier version, whose marts were materialized
+    // views: init replaces them by the views.
     pg.batch_execute(
-        "COMMENT ON MATERIALIZED VIEW mart.sales_daily IS 'an older definition [rev 0]'",
+        "DROP VIEW mart.sales_daily;
+         CREATE MATERIALIZED VIEW mart.sales_daily AS SELECT 1 AS old",
     )
     .await
     .unwrap();
     run_expect(dbs.salesdwh().args(INIT), 0);
-    assert_ne!(rows(&pg, oid).await, sales_daily, "rebuilt");
+    assert_eq!(rows(&pg, catalog).await.len(), before.1.len());
     assert_eq!(mart_contents(&pg).await, before.0);
-    assert_eq!(rows(&pg, catalog).await, before.1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -578,7 +597,7 @@ async fn bi_reader_reads_every_mart_and_calls_the_functions_only() {
     );
 
     pg.batch_execute("SET ROLE bi_reader").await.unwrap();
-    for mart in MATVIEWS.iter().chain(VIEWS.iter()) {
+    for mart in AGGREGATING.iter().chain(RUN_LOG.iter()) {
         let n = rows(&pg, &format!("SELECT count(*) FROM mart.{mart}")).await;
         assert_ne!(n, ["0"], "{mart}");
     }
@@ -592,72 +611,128 @@ async fn bi_reader_reads_every_mart_and_calls_the_functions_only() {
     assert_forbidden(
         &pg,
         &[
-            "REFRESH MATERIALIZED VIEW mart.sales_daily",
-            "REFRESH MATERIALIZED VIEW CONCURRENTLY mart.customer_metrics",
-            "DROP MATERIALIZED VIEW mart.sales_daily",
+            "SELECT * FROM mart_base.sales_cell",
+            "SELECT * FROM mart_base.customer_total",
+            "SELECT mart_base.rebuild()",
+            "DROP VIEW mart.sales_daily",
             "CREATE VIEW mart.intruder AS SELECT 1",
             "CREATE FUNCTION mart.intruder() RETURNS int LANGUAGE sql AS 'SELECT 1'",
             "CREATE OR REPLACE VIEW mart.etl_recent_runs AS SELECT * FROM dwh.etl_runs",
-            "ALTER MATERIALIZED VIEW mart.sales_daily RENAME TO intruder",
-            "COMMENT ON MATERIALIZED VIEW mart.sales_daily IS 'x'",
+            "ALTER VIEW mart.sales_daily RENAME TO intruder",
+            "COMMENT ON VIEW mart.sales_daily IS 'x'",
         ],
     )
     .await;
-    // And refresh() itself needs the owner.
-    let err = marts::refresh(&pg).await.expect_err("bi_reader refresh");
-    assert!(err.to_string().starts_with("cannot refresh mart."), "{err}");
+    // And the upkeep itself needs the owner.
+    let err = marts::rebuild(&pg).await.expect_err("bi_reader rebuild");
+    assert_eq!(err.to_string(), "cannot rebuild the marts");
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn refresh_goes_in_dependency_order_and_works_in_a_transaction() {
+async fn captured_changes_update_the_marts_as_a_rebuild_would() {
     let (_dbs, mut pg) = hand_built_warehouse().await;
-    // A mart built on another one through a plain view; its name sorts
-    // first, yet it must be refreshed after sales_daily.
-    pg.batch_execute(
-        "CREATE VIEW mart.zz_days AS SELECT DISTINCT sale_date FROM mart.sales_daily;
-         CREATE MATERIALIZED VIEW mart.aa_days AS SELECT count(*) AS days FROM mart.zz_days;",
-    )
-    .await
-    .unwrap();
-    let order = marts::refresh(&pg).await.unwrap();
-    let at = |name: &str| order.iter().position(|v| v == name).unwrap();
-    assert!(at("aa_days") > at("sales_daily"), "{order:?}");
-    assert_eq!(rows(&pg, "SELECT days FROM mart.aa_days").await, ["5"]);
-
-    // Inside a transaction: the new facts show in the marts when it commits.
     let tx = pg.transaction().await.unwrap();
+    // Headphones C (product 3) moves to Phones: every order with it is
+    // captured before its rows change; then the other changes of a sync.
+    marts::capture_products(&tx, &[3]).await.unwrap();
+    marts::capture(&tx, &[7, 1, 12, 3]).await.unwrap();
     tx.batch_execute(
-        "INSERT INTO dwh.fact_sales (order_item_id, order_id, date_key, product_key, customer_key,
+        "UPDATE dwh.fact_sales SET category_key = 2 WHERE product_key = 103;
+         -- Dave's cancelled order is paid after all.
+         UPDATE dwh.fact_sales SET order_status = 'paid' WHERE order_id = 7;
+         -- Alice's order loses its headphones line.
+         DELETE FROM dwh.fact_sales WHERE order_item_id = 2;
+         -- Eve's April order is returned (captured through product 3 only).
+         UPDATE dwh.fact_sales SET order_status = 'returned' WHERE order_id = 10;
+         -- A new order for Dave in February, which had no sales.
+         INSERT INTO dwh.fact_sales (order_item_id, order_id, date_key, product_key, customer_key,
              employee_key, region_key, category_key, order_status, quantity, unit_price, revenue,
              discount_amount, cost, margin, ordered_at)
          VALUES (16, 12, 20240210, 104, 1004, -1, 20, 3, 'paid', 4, 5.00, 20.00, 0.00, 8.00, 12.00,
-                 '2024-02-10 10:00:00+00')",
+                 '2024-02-10 10:00:00+00');",
     )
     .await
     .unwrap();
-    let refreshed = marts::refresh(&tx).await.unwrap();
-    assert_eq!(refreshed.len(), MATVIEWS.len() + 1);
+    assert_eq!(
+        marts::apply_changes(&tx, false).await.unwrap(),
+        marts::Upkeep::Updated
+    );
+    let updated = aggregates(&tx).await;
+    // Worked by hand: Dave 1200.00 (O7) + 20.00 (O12); Audio now only
+    // Cable D; Eve loses 600.00 of April.
+    assert_eq!(
+        rows_tx(
+            &tx,
+            "SELECT customer_id, lifetime_value, orders, first_purchase, last_purchase, favorite_category, value_segment
+             FROM mart.customer_metrics WHERE customer_id IN (1001, 1004, 1005) ORDER BY 1"
+        )
+        .await,
+        [
+            "1001|4800.00|2|2024-01-10|2024-03-05|Laptops|Medium",
+            "1004|1220.00|2|2024-01-15|2024-02-10|Phones|Medium",
+            "1005|4399.99|3|2024-01-20|2024-04-20|Laptops|Medium",
+        ]
+    );
+    assert_eq!(
+        rows_tx(
+            &tx,
+            "SELECT sale_date, region_name, category_name, revenue, orders, items, units
+             FROM mart.sales_daily WHERE sale_date IN ('2024-01-10', '2024-01-15', '2024-02-10', '2024-04-02')
+             ORDER BY sale_date, region_key, category_key"
+        )
+        .await,
+        [
+            "2024-01-10|North|Laptops|3000.00|1|1|1",
+            "2024-01-10|South|Phones|1000.00|1|2|6",
+            "2024-01-15|South|Phones|1200.00|1|1|3",
+            "2024-02-10|South|Audio|20.00|1|1|4",
+        ]
+    );
+    assert_eq!(
+        rows_tx(
+            &tx,
+            "SELECT cohort_month, activity_month, cohort_size, active_customers
+             FROM mart.customer_retention WHERE cohort_month = '2024-01-01' ORDER BY 2"
+        )
+        .await,
+        [
+            "2024-01-01|2024-01-01|4|4",
+            "2024-01-01|2024-02-01|4|1",
+            "2024-01-01|2024-03-01|4|2",
+            "2024-01-01|2024-04-01|4|1",
+        ]
+    );
+    // Exactly what a rebuild computes from the same facts.
+    marts::rebuild(&tx).await.unwrap();
+    assert_eq!(updated, aggregates(&tx).await);
     tx.commit().await.unwrap();
-    assert_eq!(rows(&pg, "SELECT days FROM mart.aa_days").await, ["6"]);
-    // Dave's first valid order: February appears, and he becomes a Low buyer.
+
+    // Nothing captured: nothing changes. Stale: apply rebuilds.
+    let before = aggregates(&pg).await;
     assert_eq!(
-        rows(
-            &pg,
-            "SELECT lifetime_value, orders, first_purchase, favorite_category, value_segment
-             FROM mart.customer_metrics WHERE customer_id = 1004"
-        )
-        .await,
-        ["20.00|1|2024-02-10|Audio|Low"]
+        marts::apply_changes(&pg, false).await.unwrap(),
+        marts::Upkeep::Updated
     );
+    assert_eq!(aggregates(&pg).await, before);
+    pg.batch_execute("SELECT mart_base.mark_stale(); TRUNCATE mart_base.customer_total")
+        .await
+        .unwrap();
     assert_eq!(
-        rows(
-            &pg,
-            "SELECT month, region_name, revenue, orders, average_check FROM mart.average_check
-             WHERE month = '2024-02-01'"
-        )
-        .await,
-        ["2024-02-01|South|20.00|1|20.00"]
+        marts::apply_changes(&pg, false).await.unwrap(),
+        marts::Upkeep::Rebuilt
     );
-    // populate() has nothing to do once every mart is populated.
-    assert!(marts::populate(&pg).await.unwrap().is_empty());
+    assert_eq!(aggregates(&pg).await, before);
+}
+
+async fn rows_tx(tx: &tokio_postgres::Transaction<'_>, sql: &str) -> Vec<String> {
+    tx.query(&format!("SELECT t::text FROM ({sql}) t"), &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+        .iter()
+        .map(|r| {
+            let s: String = r.get(0);
+            // (a,b,c) -> a|b|c; none of these values holds a comma or quote.
+            s.trim_matches(|c| c == '(' || c == ')').replace(',', "|")
+        })
+        .collect()
 }

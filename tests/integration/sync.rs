@@ -12,7 +12,9 @@ use chrono::NaiveDateTime;
 use mysql_async::prelude::Queryable;
 use salesdwh::schema::{oltp, OLTP};
 
-use crate::support::{fingerprint, repo_root, run_expect, stderr, stdout, TestDbs};
+use crate::support::{
+    assert_marts_match_rebuild, fingerprint, repo_root, run_expect, stderr, stdout, TestDbs,
+};
 
 const DIM_FROM: &str = "2024-01-01";
 const DIM_TO: &str = "2026-12-31";
@@ -121,12 +123,18 @@ async fn insert_payment(my: &mut mysql_async::Conn, id: i64, order: i64, at: &Na
 async fn converges_over_simulated_days(seed: &str) {
     let dbs = backfilled("12000", seed, &["--bad-rows", "2"]);
     let fresh = second(&dbs);
-    let (pg, fresh_pg) = (dbs.pg().await, fresh.pg().await);
+    let (mut pg, fresh_pg) = (dbs.pg().await, fresh.pg().await);
     let mut rederived = 0;
     for round in 1..=5 {
         simulate(&dbs, "1", seed);
         let out = sync(&dbs, &[], &[]);
         assert!(stdout(&out).contains("sync: run "), "{}", stdout(&out));
+        assert!(
+            stdout(&out).contains("marts updated with the changed orders"),
+            "{}",
+            stdout(&out)
+        );
+        assert_marts_match_rebuild(&mut pg, &format!("seed {seed}, round {round}")).await;
         rederived += changed(&pg, "orders").await;
         backfill(&fresh, &["--truncate", "--no-refresh-marts"]);
         let (got, want) = (fingerprint(&pg).await, fingerprint(&fresh_pg).await);
@@ -305,13 +313,13 @@ async fn rows_one_microsecond_apart_around_the_watermark_load_exactly_once() {
     assert_eq!(changed(&pg, "payments").await, 0);
 }
 
-/// Every row's physical identity (ctid, xmin) in dwh and mart but the run
+/// Every row's physical identity (ctid, xmin) in dwh and mart_base but the run
 /// log: any write, even of equal values, changes it.
 async fn tuple_identity(pg: &tokio_postgres::Client) -> Vec<(String, String)> {
     let tables: Vec<String> = pg
         .query(
             "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname IN ('dwh', 'mart') AND c.relkind IN ('r', 'm') AND c.relname <> 'etl_runs' ORDER BY 1",
+             WHERE n.nspname IN ('dwh', 'mart', 'mart_base') AND c.relkind IN ('r', 'm') AND c.relname <> 'etl_runs' ORDER BY 1",
             &[],
         )
         .await
