@@ -161,6 +161,12 @@ CREATE TABLE IF NOT EXISTS mart_base.customer_month (
     orders                     bigint  NOT NULL CHECK (orders > 0),
     median_hours_to_completion numeric,
     top_category_key           integer NOT NULL,
+    -- Behind customer_total: its first/last purchase and favorite category
+    -- come from these, so a change recomputes only the months it touched.
+    first_day                  date     NOT NULL,
+    last_day                   date     NOT NULL,
+    category_keys              integer[] NOT NULL,
+    category_cents             bigint[]  NOT NULL,
     PRIMARY KEY (customer_key, month)
 );
 
@@ -232,10 +238,13 @@ DECLARE
     hashagg text := current_setting('enable_hashagg');
 BEGIN
     PERFORM mart_base.drop_temp(name, name || '_orders', name || '_products');
-    -- Every group here is an order or part of one, and fact_sales lies in
-    -- order_id order: sorted aggregation streams over the order_id index,
-    -- where hashing would hold a state per order (several times slower).
-    PERFORM set_config('enable_hashagg', 'off', true);
+    -- Over the whole fact table every group is an order or part of one, and
+    -- fact_sales lies in order_id order: sorted aggregation streams over the
+    -- order_id index, where hashing would hold a state per order (several
+    -- times slower). Small sources hash.
+    IF src = 'dwh.fact_sales' THEN
+        PERFORM set_config('enable_hashagg', 'off', true);
+    END IF;
     EXECUTE format($q$
         CREATE TEMP TABLE %1$I ON COMMIT DROP AS
         SELECT f.order_id, f.category_key, f.date_key, f.region_key, f.customer_key,
@@ -357,82 +366,107 @@ BEGIN
 END
 $fn$;
 
--- Recomputes the customer aggregates (customer_month, customer_total,
--- cohort_activity) of the customers `keys` from `parts`, which must hold
--- every valid order of theirs; keys NULL: of every customer, from scratch.
-CREATE OR REPLACE FUNCTION mart_base.recompute_customers(parts text, keys bigint[])
+-- Recomputes customer_month for the (customer, month) pairs of temp table
+-- mart_pairs from `parts`, which must hold every valid order of those pairs
+-- (it may hold more), then customer_total and cohort_activity of their
+-- customers from customer_month. all_pairs: every pair, from scratch
+-- (mart_pairs unused).
+CREATE OR REPLACE FUNCTION mart_base.recompute_customers(parts text, all_pairs boolean)
 RETURNS void
 LANGUAGE plpgsql
 AS $fn$
 DECLARE
+    keys bigint[];
     cohorts text := $q$
         SELECT min(month) OVER (PARTITION BY customer_key) AS cohort_month, month
         FROM mart_base.customer_month
         WHERE customer_key <> -1 AND (customer_key = ANY($1) OR $1 IS NULL)$q$;
+    wanted text := CASE WHEN all_pairs THEN 'true' ELSE
+        'EXISTS (SELECT 1 FROM pg_temp.mart_pairs w WHERE w.customer_key = m.customer_key AND w.month = m.month)' END;
 BEGIN
     PERFORM mart_base.drop_temp('mart_cohort_old', 'mart_cohort_new');
-    IF keys IS NULL THEN
+    IF all_pairs THEN
         TRUNCATE mart_base.customer_month, mart_base.customer_total;
     ELSE
+        SELECT array_agg(DISTINCT customer_key) INTO keys FROM pg_temp.mart_pairs;
+        IF keys IS NULL THEN
+            RETURN;
+        END IF;
         EXECUTE 'CREATE TEMP TABLE mart_cohort_old ON COMMIT DROP AS ' || cohorts USING keys;
-        DELETE FROM mart_base.customer_month WHERE customer_key = ANY(keys);
+        DELETE FROM mart_base.customer_month m USING pg_temp.mart_pairs w
+        WHERE m.customer_key = w.customer_key AND m.month = w.month;
         DELETE FROM mart_base.customer_total WHERE customer_key = ANY(keys);
     END IF;
     -- top_category: most revenue in the month; ties to the lowest category
     -- name, then key (a category rename recomputes every customer: sync).
+    -- The month's revenue per category is kept (category_keys/_cents) for
+    -- the favorite category over all months.
     EXECUTE format($q$
         INSERT INTO mart_base.customer_month (customer_key, month, spend_cents, orders,
-                                              median_hours_to_completion, top_category_key)
-        SELECT m.customer_key, m.month, m.spend, m.orders, m.median, t.category_key
+                                              median_hours_to_completion, top_category_key,
+                                              first_day, last_day, category_keys, category_cents)
+        SELECT m.customer_key, m.month, m.spend, m.orders, m.median, t.category_key,
+               m.first_day, m.last_day, t.keys, t.cents
         FROM (
             SELECT o.customer_key, mart_base.month_of(o.date_key) AS month,
                    sum(o.revenue)::bigint AS spend, count(*) AS orders,
                    -- NULL hours (orders not completed) are ignored.
                    round((percentile_cont(0.5) WITHIN GROUP (ORDER BY o.hours))::numeric, 2)
-                       AS median
+                       AS median,
+                   mart_base.day_of(min(o.date_key)) AS first_day,
+                   mart_base.day_of(max(o.date_key)) AS last_day
             FROM %2$I o
             GROUP BY o.customer_key, mart_base.month_of(o.date_key)
         ) m
         JOIN (
-            SELECT DISTINCT ON (b.customer_key, b.month) b.customer_key, b.month, b.category_key
+            SELECT b.customer_key, b.month,
+                   (array_agg(b.category_key ORDER BY b.revenue DESC, c.name, c.category_key))[1]
+                       AS category_key,
+                   array_agg(b.category_key ORDER BY b.category_key) AS keys,
+                   array_agg(b.revenue ORDER BY b.category_key) AS cents
             FROM (
                 SELECT p.customer_key, mart_base.month_of(p.date_key) AS month, p.category_key,
-                       sum(p.revenue) AS revenue
+                       sum(p.revenue)::bigint AS revenue
                 FROM %1$I p
                 GROUP BY p.customer_key, mart_base.month_of(p.date_key), p.category_key
             ) b
             JOIN dwh.dim_category c ON c.category_key = b.category_key
-            ORDER BY b.customer_key, b.month, b.revenue DESC, c.name, c.category_key
-        ) t ON t.customer_key = m.customer_key AND t.month = m.month$q$,
-        parts, parts || '_orders');
-    EXECUTE format($q$
+            GROUP BY b.customer_key, b.month
+        ) t ON t.customer_key = m.customer_key AND t.month = m.month
+        WHERE %3$s$q$,
+        parts, parts || '_orders', wanted);
+    EXECUTE $q$
         INSERT INTO mart_base.customer_total (customer_key, lifetime_value_cents, orders,
                                               first_purchase, last_purchase,
                                               favorite_category_key)
-        SELECT o.customer_key, o.lifetime_value, o.orders,
-               mart_base.day_of(o.first_key), mart_base.day_of(o.last_key), f.category_key
+        SELECT o.customer_key, o.lifetime_value, o.orders, o.first_day, o.last_day, f.category_key
         FROM (
-            SELECT customer_key, sum(revenue)::bigint AS lifetime_value, count(*) AS orders,
-                   min(date_key) AS first_key, max(date_key) AS last_key
-            FROM %2$I
+            SELECT customer_key, sum(spend_cents)::bigint AS lifetime_value,
+                   sum(orders)::bigint AS orders, min(first_day) AS first_day,
+                   max(last_day) AS last_day
+            FROM mart_base.customer_month
+            WHERE customer_key = ANY($1) OR $1 IS NULL
             GROUP BY customer_key
         ) o
         JOIN (
-            SELECT DISTINCT ON (b.customer_key) b.customer_key, b.category_key
+            SELECT b.customer_key,
+                   (array_agg(b.category_key ORDER BY b.revenue DESC, c.name, c.category_key))[1]
+                       AS category_key
             FROM (
-                SELECT p.customer_key, p.category_key, sum(p.revenue) AS revenue
-                FROM %1$I p
-                GROUP BY p.customer_key, p.category_key
+                SELECT m.customer_key, u.category_key, sum(u.cents) AS revenue
+                FROM mart_base.customer_month m,
+                     unnest(m.category_keys, m.category_cents) AS u(category_key, cents)
+                WHERE m.customer_key = ANY($1) OR $1 IS NULL
+                GROUP BY m.customer_key, u.category_key
             ) b
             JOIN dwh.dim_category c ON c.category_key = b.category_key
-            ORDER BY b.customer_key, b.revenue DESC, c.name, c.category_key
-        ) f ON f.customer_key = o.customer_key$q$,
-        parts, parts || '_orders');
+            GROUP BY b.customer_key
+        ) f ON f.customer_key = o.customer_key$q$ USING keys;
     EXECUTE 'CREATE TEMP TABLE mart_cohort_new ON COMMIT DROP AS ' || cohorts USING keys;
     PERFORM mart_base.merge('cohort_activity', '{cohort_month,month}', '{customers}',
         $q$SELECT cohort_month, month, count(*) AS customers
            FROM %1$I GROUP BY cohort_month, month$q$,
-        'mart_cohort_new', CASE WHEN keys IS NOT NULL THEN 'mart_cohort_old' END);
+        'mart_cohort_new', CASE WHEN NOT all_pairs THEN 'mart_cohort_old' END);
     PERFORM mart_base.drop_temp('mart_cohort_old', 'mart_cohort_new');
 END
 $fn$;
@@ -450,7 +484,7 @@ AS $fn$
 BEGIN
     PERFORM mart_base.build_parts('dwh.fact_sales', 'mart_all');
     PERFORM mart_base.merge_additive('mart_all', NULL);
-    PERFORM mart_base.recompute_customers('mart_all', NULL);
+    PERFORM mart_base.recompute_customers('mart_all', true);
     PERFORM mart_base.drop_temp('mart_all', 'mart_all_orders', 'mart_all_products',
                                 'mart_touched', 'mart_old');
     UPDATE mart_base.state SET stale = false, built_at = now(), updated_at = now();
@@ -535,7 +569,6 @@ SET jit = off
 AS $fn$
 DECLARE
     touched bigint[];
-    customers bigint[];
 BEGIN
     IF (SELECT stale FROM mart_base.state) THEN
         PERFORM mart_base.rebuild();
@@ -550,22 +583,31 @@ BEGIN
             'mart_new');
         PERFORM mart_base.build_parts('pg_temp.mart_old', 'mart_was');
         PERFORM mart_base.merge_additive('mart_new', 'mart_was');
-        SELECT array_agg(DISTINCT c.customer_key) INTO customers
-        FROM (SELECT customer_key FROM pg_temp.mart_new_orders
+        -- The (customer, month) pairs of the orders before and after.
+        PERFORM mart_base.drop_temp('mart_pairs', 'mart_pair_rows');
+        CREATE TEMP TABLE mart_pairs ON COMMIT DROP AS
+        SELECT DISTINCT customer_key, mart_base.month_of(date_key) AS month
+        FROM (SELECT customer_key, date_key FROM pg_temp.mart_new_orders
               UNION ALL
-              SELECT customer_key FROM pg_temp.mart_was_orders) c;
+              SELECT customer_key, date_key FROM pg_temp.mart_was_orders) c;
+        ANALYZE pg_temp.mart_pairs;
     END IF;
     IF names_changed THEN
         PERFORM mart_base.build_parts('dwh.fact_sales', 'mart_all');
-        PERFORM mart_base.recompute_customers('mart_all', NULL);
-    ELSIF customers IS NOT NULL THEN
-        PERFORM mart_base.build_parts(
-            format('(SELECT * FROM dwh.fact_sales WHERE customer_key = ANY(%L::bigint[]))',
-                   customers),
-            'mart_cust');
-        PERFORM mart_base.recompute_customers('mart_cust', customers);
+        PERFORM mart_base.recompute_customers('mart_all', true);
+    ELSIF touched IS NOT NULL THEN
+        -- Every fact row of those customers in those months.
+        -- (by the customer_key index; the array lets the planner see how few)
+        EXECUTE 'CREATE TEMP TABLE mart_pair_rows ON COMMIT DROP AS
+                 SELECT f.* FROM dwh.fact_sales f
+                 WHERE f.customer_key = ANY($1)
+                   AND (f.customer_key, mart_base.month_of(f.date_key))
+                       IN (SELECT customer_key, month FROM pg_temp.mart_pairs)'
+            USING (SELECT array_agg(DISTINCT customer_key) FROM pg_temp.mart_pairs);
+        PERFORM mart_base.build_parts('pg_temp.mart_pair_rows', 'mart_cust');
+        PERFORM mart_base.recompute_customers('mart_cust', false);
     END IF;
-    PERFORM mart_base.drop_temp('mart_touched', 'mart_old',
+    PERFORM mart_base.drop_temp('mart_touched', 'mart_old', 'mart_pairs', 'mart_pair_rows',
         'mart_new', 'mart_new_orders', 'mart_new_products',
         'mart_was', 'mart_was_orders', 'mart_was_products',
         'mart_cust', 'mart_cust_orders', 'mart_cust_products',
