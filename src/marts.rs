@@ -194,9 +194,9 @@ mod tests {
         }
         // The revision the drop check compares with is the one a new
         // mart_base records.
-        assert!(MARTS_SQL.contains("IF v_revision IS DISTINCT FROM 1 THEN"));
+        assert!(MARTS_SQL.contains("IF v_revision IS DISTINCT FROM 2 THEN"));
         assert!(
-            MARTS_SQL.contains("INSERT INTO mart_base.state (revision, stale) VALUES (1, true)")
+            MARTS_SQL.contains("INSERT INTO mart_base.state (revision, stale) VALUES (2, true)")
         );
     }
 }

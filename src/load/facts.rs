@@ -155,6 +155,45 @@ pub async fn stage_orders(tx: &Transaction<'_>, order_ids: &[i64]) -> Result<(),
     Ok(())
 }
 
+/// The staged orders whose fact_sales rows [`apply_staged`] is about to
+/// change: a row new, different or gone (an item that moved takes its old
+/// order along). Call it before applying; the marts capture only these.
+pub async fn changed_orders(tx: &Transaction<'_>) -> Result<Vec<i64>, LoadError> {
+    let columns: Vec<&str> = FACT_SALES
+        .load_columns()
+        .into_iter()
+        .filter(|c| *c != "order_item_id")
+        .collect();
+    let side = |alias: &str| {
+        columns
+            .iter()
+            .map(|c| format!("{alias}.{}", quote_ident(Dialect::Postgres, c)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let sql = format!(
+        "WITH diff AS (SELECT s.order_id AS now_in, f.order_id AS was_in \
+                       FROM {stg} s LEFT JOIN {fact} f ON f.order_item_id = s.order_item_id \
+                       WHERE f.order_item_id IS NULL OR ({f}) IS DISTINCT FROM ({s})) \
+         SELECT now_in FROM diff \
+         UNION SELECT was_in FROM diff WHERE was_in IS NOT NULL \
+         UNION SELECT f.order_id FROM {orders} o JOIN {fact} f ON f.order_id = o.order_id \
+               WHERE NOT EXISTS (SELECT 1 FROM {stg} s WHERE s.order_item_id = f.order_item_id)",
+        stg = dims::staging_name(&FACT_SALES),
+        fact = qualified(&FACT_SALES),
+        orders = quote_ident(Dialect::Postgres, SYNC_ORDERS),
+        f = side("f"),
+        s = side("s"),
+    );
+    Ok(tx
+        .query(&sql, &[])
+        .await
+        .map_err(LoadError::pg("finding the orders whose facts change"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
 /// What applying a sync's staged facts changed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Applied {

@@ -161,7 +161,7 @@ pub async fn run(
     )
     .await;
     let stats = stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    match result {
+    let outcome = match result {
         Ok(mut report) => {
             state::finish_run(&lock_client, run_id, &stats, None).await?;
             report.stats = stats;
@@ -180,7 +180,9 @@ pub async fn run(
             .await;
             Err(e)
         }
-    }
+    };
+    state::unlock(&lock_client).await;
+    outcome
 }
 
 async fn truncate(client: &tokio_postgres::Client) -> Result<(), LoadError> {

@@ -103,7 +103,7 @@ pub async fn run(settings: &Settings, opts: &SyncOptions) -> Result<SyncReport, 
     let run_id = state::start_run(&client, "sync").await?;
     let mut stats = RunStats::default();
     let result = body(settings, opts, &mut client, run_id, &mut stats).await;
-    match result {
+    let outcome = match result {
         Ok(mut report) => {
             state::finish_run(&client, run_id, &stats, None).await?;
             report.run_id = run_id;
@@ -123,7 +123,9 @@ pub async fn run(settings: &Settings, opts: &SyncOptions) -> Result<SyncReport, 
             .await;
             Err(e)
         }
-    }
+    };
+    state::unlock(&client).await;
+    outcome
 }
 
 async fn body(
@@ -381,7 +383,10 @@ async fn body(
     ];
     let t = Instant::now();
     if opts.refresh_marts {
-        crate::marts::capture(&tx, &orders)
+        // Only the orders whose rows change: the lookback window re-derives
+        // many that do not, and each captured order costs the marts work.
+        let changed = load_facts::changed_orders(&tx).await?;
+        crate::marts::capture(&tx, &changed)
             .await
             .map_err(PipelineError::Marts)?;
     }

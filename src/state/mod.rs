@@ -49,6 +49,15 @@ pub async fn lock(client: &Client) -> Result<(), StateError> {
     Err(StateError::Locked { holder })
 }
 
+/// Releases the run lock at the end of a run (best effort: the session's
+/// end releases it too, but only once the server has noticed the process
+/// exit, and a run started right after could find it still held).
+pub async fn unlock(client: &Client) {
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
+        .await;
+}
+
 /// Fails once the session holding the run lock is gone: past that point
 /// another run could start, so this one must stop writing.
 pub fn check_lock(client: &Client) -> Result<(), StateError> {

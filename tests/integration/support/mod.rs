@@ -286,22 +286,12 @@ impl TestDbs {
 
 /// The aggregates, row by row in text form.
 pub async fn mart_aggregates(pg: &impl tokio_postgres::GenericClient) -> Vec<String> {
-    let mut out = Vec::new();
-    for table in [
-        "sales_cell",
-        "manager_month",
-        "region_month",
-        "product_sales",
-        "customer_month",
-        "customer_total",
-        "cohort_activity",
-    ] {
-        let sql = format!("SELECT '{table}: ' || t::text FROM mart_base.{table} t ORDER BY 1");
-        for row in pg.query(&sql, &[]).await.unwrap() {
-            out.push(row.get(0));
-        }
-    }
-    out
+    pg.query("SELECT mart_base.contents()", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
 }
 
 /// The marts a run left equal what a rebuild computes from the same facts
