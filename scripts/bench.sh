@@ -354,7 +354,7 @@ bench_marts() {
   done
   marts_check
   facts=$(pg -Atc 'SELECT count(*) FROM dwh.fact_sales')
-  sizes=$(pg -Atc "SELECT string_agg(format('%s %s', relname, n_live_tup), ', ' ORDER BY relname) FROM pg_stat_user_tables WHERE schemaname = 'mart_base' AND relname <> 'state'")
+  sizes=$(pg -Atc "SELECT string_agg(format('%s %s', t, n), ', ' ORDER BY t) FROM (SELECT split_part(x, ':', 1) AS t, count(*) AS n FROM mart_base.contents() x GROUP BY 1) s")
   say "aggregates: $sizes"
   last_day=$(pg -Atc 'SELECT max(sale_date) FROM mart.sales_daily')
   some_customer=$(pg -Atc 'SELECT customer_id FROM mart.top_customers(1)')

@@ -19,7 +19,10 @@
 --     or category without valid sales); customer_retention, product_ranking,
 --     customer_metrics and the functions do list the zeros, as noted.
 --   * Names (region, category, employee, customer, product) are the current
---     SCD1 values: the marts join the dimensions when they are read.
+--     SCD1 values: the marts join the dimensions when they are read. They
+--     LEFT JOIN them: every key has its dimension row (foreign keys, -1
+--     members), so the rows are the same, and PostgreSQL drops the joins a
+--     query reads no column of (a monthly total need not touch 50k customers).
 --
 -- How the marts stay fresh on a 10M-row fact_sales:
 --   * Every mart that aggregates fact_sales is a plain VIEW over a small
@@ -710,9 +713,9 @@ SELECT d.full_date          AS sale_date,
        s.items,
        s.units
 FROM mart_base.sales_cell s
-JOIN dwh.dim_date d     ON d.date_key = s.date_key
-JOIN dwh.dim_region r   ON r.region_key = s.region_key
-JOIN dwh.dim_category c ON c.category_key = s.category_key;
+LEFT JOIN dwh.dim_date d     ON d.date_key = s.date_key
+LEFT JOIN dwh.dim_region r   ON r.region_key = s.region_key
+LEFT JOIN dwh.dim_category c ON c.category_key = s.category_key;
 
 COMMENT ON VIEW mart.sales_daily IS
     'Sales dynamics: one row per day x region x category with valid sales (cancelled/returned excluded). items = order lines, units = summed quantity, orders = distinct orders in the cell (not additive over categories).';
@@ -738,8 +741,8 @@ SELECT m.month,
        m.units,
        round(m.revenue_cents * 0.01 / m.orders, 2) AS average_check
 FROM mart_base.manager_month m
-JOIN dwh.dim_employee e ON e.employee_key = m.employee_key
-JOIN dwh.dim_region r   ON r.region_key = e.region_key;
+LEFT JOIN dwh.dim_employee e ON e.employee_key = m.employee_key
+LEFT JOIN dwh.dim_region r   ON r.region_key = e.region_key;
 
 COMMENT ON VIEW mart.manager_performance IS
     'Manager effectiveness: one row per employee x month with valid orders; employee_key -1 = Unassigned (online orders). average_check = round(revenue / orders, 2).';
@@ -790,7 +793,7 @@ SELECT a.month,
        a.orders,
        round(a.revenue_cents * 0.01 / a.orders, 2) AS average_check
 FROM mart_base.region_month a
-JOIN dwh.dim_region r ON r.region_key = a.region_key;
+LEFT JOIN dwh.dim_region r ON r.region_key = a.region_key;
 
 COMMENT ON VIEW mart.average_check IS
     'Average check = round(revenue / distinct orders, 2), one row per month x region (the order''s region) with valid orders.';
@@ -819,8 +822,8 @@ SELECT m.customer_key,
        m.median_hours_to_completion,
        c.name                       AS top_category
 FROM mart_base.customer_month m
-JOIN dwh.dim_customer cu ON cu.customer_key = m.customer_key
-JOIN dwh.dim_category c  ON c.category_key = m.top_category_key;
+LEFT JOIN dwh.dim_customer cu ON cu.customer_key = m.customer_key
+LEFT JOIN dwh.dim_category c  ON c.category_key = m.top_category_key;
 
 COMMENT ON VIEW mart.customer_report IS
     'Per customer x month with valid orders: spend, orders, average_order_price = round(spend / orders, 2), top_category (most revenue; ties to the lowest name), median_hours_to_completion (median of completed_at - ordered_at in hours over completed valid orders).';

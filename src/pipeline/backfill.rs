@@ -37,8 +37,8 @@ use crate::load::copy::CopyBuf;
 use crate::load::{self, dims as load_dims, facts as load_facts, indexes, qualified, LoadError};
 use crate::progress::{Board, Progress};
 use crate::schema::dwh::{
-    BACKFILL_CHUNKS, BACKFILL_STATE, DIM_CATEGORY, DIM_CUSTOMER, DIM_EMPLOYEE, DIM_PRODUCT,
-    DIM_REGION, ETL_REJECTS, FACT_PAYMENTS, FACT_SALES, LOAD_WATERMARKS,
+    BACKFILL_CHUNKS, BACKFILL_STATE, DIM_CATEGORY, DIM_CUSTOMER, DIM_DATE, DIM_EMPLOYEE,
+    DIM_PRODUCT, DIM_REGION, ETL_REJECTS, FACT_PAYMENTS, FACT_SALES, LOAD_WATERMARKS,
 };
 use crate::schema::model::Table;
 use crate::schema::{oltp, OLTP};
@@ -364,6 +364,7 @@ async fn body(
             &DIM_EMPLOYEE,
             &DIM_REGION,
             &DIM_CATEGORY,
+            &DIM_DATE,
         ]
         .iter()
         .map(|t| qualified(t))
