@@ -76,6 +76,25 @@ pub async fn merge_changed(tx: &Transaction<'_>, table: &Table) -> Result<Vec<i6
         .collect())
 }
 
+/// `(old.c, ...) IS DISTINCT FROM (new.c, ...)` over the columns a merge
+/// writes (all but the natural key): true when the row would change.
+pub fn row_differs(table: &Table, old: &str, new: &str) -> String {
+    let natural = merge_key(table);
+    let updated: Vec<&str> = table
+        .load_columns()
+        .into_iter()
+        .filter(|c| !natural.contains(c))
+        .collect();
+    let side = |alias: &str| {
+        updated
+            .iter()
+            .map(|c| format!("{alias}.{}", quote_ident(D, c)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!("({}) IS DISTINCT FROM ({})", side(old), side(new))
+}
+
 fn merge_sql(table: &Table) -> String {
     let natural = merge_key(table);
     let columns = table.load_columns();
@@ -91,25 +110,16 @@ fn merge_sql(table: &Table) -> String {
     if table.column("loaded_at").is_some() {
         set.push(format!("{} = now()", quote_ident(D, "loaded_at")));
     }
-    let target: Vec<String> = updated
-        .iter()
-        .map(|c| format!("d.{}", quote_ident(D, c)))
-        .collect();
-    let excluded: Vec<String> = updated
-        .iter()
-        .map(|c| format!("EXCLUDED.{}", quote_ident(D, c)))
-        .collect();
     format!(
         "INSERT INTO {table_sql} AS d ({cols}) SELECT {cols} FROM {stg} \
          ON CONFLICT ({natural}) DO UPDATE SET {set} \
-         WHERE ({target}) IS DISTINCT FROM ({excluded})",
+         WHERE {differs}",
         table_sql = qualified(table),
         cols = ident_list(D, &columns),
         stg = staging_name(table),
         natural = ident_list(D, natural),
         set = set.join(", "),
-        target = target.join(", "),
-        excluded = excluded.join(", "),
+        differs = row_differs(table, "d", "EXCLUDED"),
     )
 }
 

@@ -159,22 +159,10 @@ pub async fn stage_orders(tx: &Transaction<'_>, order_ids: &[i64]) -> Result<(),
 /// change: a row new, different or gone (an item that moved takes its old
 /// order along). Call it before applying; the marts capture only these.
 pub async fn changed_orders(tx: &Transaction<'_>) -> Result<Vec<i64>, LoadError> {
-    let columns: Vec<&str> = FACT_SALES
-        .load_columns()
-        .into_iter()
-        .filter(|c| *c != "order_item_id")
-        .collect();
-    let side = |alias: &str| {
-        columns
-            .iter()
-            .map(|c| format!("{alias}.{}", quote_ident(Dialect::Postgres, c)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     let sql = format!(
         "WITH diff AS (SELECT s.order_id AS now_in, f.order_id AS was_in \
                        FROM {stg} s LEFT JOIN {fact} f ON f.order_item_id = s.order_item_id \
-                       WHERE f.order_item_id IS NULL OR ({f}) IS DISTINCT FROM ({s})) \
+                       WHERE f.order_item_id IS NULL OR {differs}) \
          SELECT now_in FROM diff \
          UNION SELECT was_in FROM diff WHERE was_in IS NOT NULL \
          UNION SELECT f.order_id FROM {orders} o JOIN {fact} f ON f.order_id = o.order_id \
@@ -182,8 +170,7 @@ pub async fn changed_orders(tx: &Transaction<'_>) -> Result<Vec<i64>, LoadError>
         stg = dims::staging_name(&FACT_SALES),
         fact = qualified(&FACT_SALES),
         orders = quote_ident(Dialect::Postgres, SYNC_ORDERS),
-        f = side("f"),
-        s = side("s"),
+        differs = dims::row_differs(&FACT_SALES, "f", "s"),
     );
     Ok(tx
         .query(&sql, &[])

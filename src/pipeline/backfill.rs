@@ -161,9 +161,9 @@ pub async fn run(
     )
     .await;
     let stats = stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let outcome = match result {
+    match result {
         Ok(mut report) => {
-            state::finish_run(&lock_client, run_id, &stats, None).await?;
+            state::end_run(&lock_client, run_id, &stats, None).await?;
             report.stats = stats;
             report.elapsed = started.elapsed();
             Ok(report)
@@ -171,7 +171,7 @@ pub async fn run(
         Err(e) => {
             // Best effort: the connection may be what failed; the next run
             // closes abandoned runs either way.
-            let _ = state::finish_run(
+            let _ = state::end_run(
                 &lock_client,
                 run_id,
                 &stats,
@@ -180,9 +180,7 @@ pub async fn run(
             .await;
             Err(e)
         }
-    };
-    state::unlock(&lock_client).await;
-    outcome
+    }
 }
 
 async fn truncate(client: &tokio_postgres::Client) -> Result<(), LoadError> {

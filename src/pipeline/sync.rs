@@ -103,9 +103,9 @@ pub async fn run(settings: &Settings, opts: &SyncOptions) -> Result<SyncReport, 
     let run_id = state::start_run(&client, "sync").await?;
     let mut stats = RunStats::default();
     let result = body(settings, opts, &mut client, run_id, &mut stats).await;
-    let outcome = match result {
+    match result {
         Ok(mut report) => {
-            state::finish_run(&client, run_id, &stats, None).await?;
+            state::end_run(&client, run_id, &stats, None).await?;
             report.run_id = run_id;
             report.stats = stats;
             report.elapsed = started.elapsed();
@@ -114,7 +114,7 @@ pub async fn run(settings: &Settings, opts: &SyncOptions) -> Result<SyncReport, 
         Err(e) => {
             // Best effort: the connection may be what failed; the next run
             // closes abandoned runs either way.
-            let _ = state::finish_run(
+            let _ = state::end_run(
                 &client,
                 run_id,
                 &stats,
@@ -123,9 +123,7 @@ pub async fn run(settings: &Settings, opts: &SyncOptions) -> Result<SyncReport, 
             .await;
             Err(e)
         }
-    };
-    state::unlock(&client).await;
-    outcome
+    }
 }
 
 async fn body(

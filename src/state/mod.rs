@@ -49,13 +49,22 @@ pub async fn lock(client: &Client) -> Result<(), StateError> {
     Err(StateError::Locked { holder })
 }
 
-/// Releases the run lock at the end of a run (best effort: the session's
-/// end releases it too, but only once the server has noticed the process
-/// exit, and a run started right after could find it still held).
-pub async fn unlock(client: &Client) {
+/// Ends a run taken with [`lock`]: its etl_runs row ([`finish_run`]), then
+/// the run lock. The lock goes even when the row cannot be written: the
+/// session's end would release it too, but only once the server has
+/// noticed the process exit, and a run started right after could find it
+/// still held.
+pub async fn end_run(
+    client: &Client,
+    run_id: i64,
+    stats: &RunStats,
+    error: Option<&str>,
+) -> Result<(), LoadError> {
+    let finished = finish_run(client, run_id, stats, error).await;
     let _ = client
         .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
         .await;
+    finished
 }
 
 /// Fails once the session holding the run lock is gone: past that point
@@ -82,7 +91,7 @@ pub async fn start_run<C: GenericClient>(client: &C, command: &str) -> Result<i6
 }
 
 /// Closes a run: status, counters, per-table stats and the error, if any.
-pub async fn finish_run<C: GenericClient>(
+async fn finish_run<C: GenericClient>(
     client: &C,
     run_id: i64,
     stats: &RunStats,
