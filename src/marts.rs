@@ -21,7 +21,13 @@
 //! maintained them, the `mart_base` tables equal what `rebuild` computes
 //! from the committed fact_sales.
 
+use bytes::Bytes;
+use futures::SinkExt;
 use tokio_postgres::GenericClient;
+
+use crate::schema::model::{ident_list, Dialect};
+
+use crate::transform::marts::{self as tm, MartShare};
 
 /// The marts DDL: idempotent, applied by `init` after `01_dwh_schema.sql`.
 pub const MARTS_SQL: &str = include_str!("../sql/postgres/03_views_marts.sql");
@@ -109,6 +115,195 @@ pub async fn rebuild<C: GenericClient + Sync>(client: &C) -> Result<Upkeep, Mart
     Ok(Upkeep::Rebuilt)
 }
 
+/// A backfill's first attempt that builds the aggregates from its chunks'
+/// shares ([`share_streams`]) empties them first (and marks them stale
+/// until [`finish_parts`]).
+pub async fn start_parts<C: GenericClient + Sync>(client: &C) -> Result<(), MartsError> {
+    call(client, "empty", "SELECT mart_base.start_parts()", &[]).await?;
+    Ok(())
+}
+
+/// The additive aggregates: sales_cell from the backfill chunks' parts,
+/// the small ones from their sums over every chunk (`small`). Idempotent;
+/// the backfill runs it in a transaction of its own, beside the fact
+/// indexes and [`build_customers`].
+pub async fn fold_parts(
+    tx: &tokio_postgres::Transaction<'_>,
+    small: &tm::SmallAggregates,
+) -> Result<(), MartsError> {
+    call(
+        tx,
+        "add up the parts of",
+        "SELECT mart_base.fold_parts()",
+        &[],
+    )
+    .await?;
+    let [managers, regions, products] = small.encode();
+    for (table, columns, data) in [
+        (
+            "mart_base.manager_month",
+            &tm::MANAGER_COLUMNS[..],
+            managers,
+        ),
+        ("mart_base.region_month", &tm::REGION_COLUMNS[..], regions),
+        (
+            "mart_base.product_sales",
+            &tm::PRODUCT_COLUMNS[..],
+            products,
+        ),
+    ] {
+        if let Some(data) = data {
+            copy_stream(tx, table, columns, data, "write the sums of").await?;
+        }
+    }
+    Ok(())
+}
+
+/// The customer aggregates from the backfill chunks' sales_order rows,
+/// read once in (customer, month) order and computed here
+/// ([`tm::CustomerBuilder`]: several times faster than the same in SQL,
+/// where medians, tie breaks and per-category sums each cost a pass).
+/// Idempotent; in a transaction of its own, like [`fold_parts`].
+pub async fn build_customers(tx: &tokio_postgres::Transaction<'_>) -> Result<(), MartsError> {
+    call(
+        tx,
+        "prepare the customers of",
+        "SELECT mart_base.prepare_customers()",
+        &[],
+    )
+    .await?;
+    let started = std::time::Instant::now();
+    let failed = |what: &'static str| move |source| MartsError { what, source };
+    let ranks = tx
+        .query(
+            "SELECT category_key FROM dwh.dim_category ORDER BY name, category_key",
+            &[],
+        )
+        .await
+        .map_err(failed("read the categories for"))?;
+    let name_rank = ranks
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.get::<_, i32>(0), i))
+        .collect();
+    let mut builder = tm::CustomerBuilder::new(name_rank);
+    // Through a cursor, a batch at a time, each batch's finished months
+    // COPYed before the next is fetched: memory stays flat however many
+    // orders there are (a query's rows and a COPY cannot interleave on one
+    // connection).
+    let read = failed("read the orders for");
+    tx.batch_execute(
+        "DECLARE mart_orders NO SCROLL CURSOR FOR \
+         SELECT customer_key, month - date '1970-01-01', date_key, spend_cents, \
+                completion_micros, category_keys, category_cents \
+         FROM mart_base.sales_order ORDER BY customer_key, month",
+    )
+    .await
+    .map_err(read)?;
+    let mut counts = [0u64; 3];
+    loop {
+        let rows = tx
+            .query("FETCH 50000 FROM mart_orders", &[])
+            .await
+            .map_err(read)?;
+        let last = rows.is_empty();
+        for row in rows {
+            let keys: Vec<i32> = row.get(5);
+            let cents: Vec<i64> = row.get(6);
+            builder.push(tm::SalesOrder {
+                customer_key: row.get(0),
+                month: row.get(1),
+                date_key: row.get(2),
+                spend_cents: row.get(3),
+                completion_micros: row.get(4),
+                categories: keys.into_iter().zip(cents).collect(),
+            });
+        }
+        if last {
+            builder.finish();
+        }
+        let share = builder.take();
+        for ((table, columns, data), n) in [
+            (
+                "mart_base.customer_month",
+                &tm::CUSTOMER_MONTH_COLUMNS[..],
+                share.months,
+            ),
+            (
+                "mart_base.customer_total",
+                &tm::CUSTOMER_TOTAL_COLUMNS[..],
+                share.totals,
+            ),
+            (
+                "mart_base.cohort_activity",
+                &tm::COHORT_COLUMNS[..],
+                share.cohorts,
+            ),
+        ]
+        .into_iter()
+        .zip(&mut counts)
+        {
+            let Some(data) = data else { continue };
+            *n += copy_stream(tx, table, columns, data, "write the customers of").await?;
+        }
+        if last {
+            break;
+        }
+    }
+    tx.batch_execute("CLOSE mart_orders").await.map_err(read)?;
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        rows = ?counts,
+        "customer aggregates computed"
+    );
+    call(
+        tx,
+        "analyze the customers of",
+        "SELECT mart_base.customers_written()",
+        &[],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The end of a backfill that built the aggregates from its parts (its
+/// final transaction): the parts go, the aggregates are marked built.
+pub async fn finish_parts<C: GenericClient + Sync>(client: &C) -> Result<Upkeep, MartsError> {
+    call(client, "finish", "SELECT mart_base.finish_parts()", &[]).await?;
+    Ok(Upkeep::Rebuilt)
+}
+
+/// Where a backfill chunk's share of the aggregates is COPYed, in the
+/// chunk's transaction: table, columns, stream (None: no row). (Its small
+/// sums are added up in memory: [`fold_parts`].)
+pub fn share_streams(
+    share: MartShare,
+) -> [(&'static str, &'static [&'static str], Option<Bytes>); 2] {
+    [
+        ("mart_base.sales_order", &tm::ORDER_COLUMNS, share.orders),
+        ("mart_base.sales_cell_part", &tm::CELL_COLUMNS, share.cells),
+    ]
+}
+
+/// `COPY table (columns) FROM STDIN (FORMAT binary)` of one whole stream.
+async fn copy_stream(
+    tx: &tokio_postgres::Transaction<'_>,
+    table: &str,
+    columns: &[&str],
+    data: Bytes,
+    what: &'static str,
+) -> Result<u64, MartsError> {
+    let failed = |source| MartsError { what, source };
+    let sql = format!(
+        "COPY {table} ({}) FROM STDIN (FORMAT binary)",
+        ident_list(Dialect::Postgres, columns)
+    );
+    let sink = tx.copy_in(&sql).await.map_err(failed)?;
+    futures::pin_mut!(sink);
+    sink.send(data).await.map_err(failed)?;
+    sink.finish().await.map_err(failed)
+}
+
 /// Notes that facts changed without the marts following.
 pub async fn mark_stale<C: GenericClient + Sync>(client: &C) -> Result<Upkeep, MartsError> {
     call(client, "mark stale", "SELECT mart_base.mark_stale()", &[]).await?;
@@ -194,9 +389,9 @@ mod tests {
         }
         // The revision the drop check compares with is the one a new
         // mart_base records.
-        assert!(MARTS_SQL.contains("IF v_revision IS DISTINCT FROM 2 THEN"));
+        assert!(MARTS_SQL.contains("IF v_revision IS DISTINCT FROM 3 THEN"));
         assert!(
-            MARTS_SQL.contains("INSERT INTO mart_base.state (revision, stale) VALUES (2, true)")
+            MARTS_SQL.contains("INSERT INTO mart_base.state (revision, stale) VALUES (3, true)")
         );
     }
 }

@@ -87,7 +87,7 @@ BEGIN
     END IF;
     -- Dynamic: the table may not exist when this block is parsed.
     EXECUTE 'SELECT revision FROM mart_base.state' INTO v_revision;
-    IF v_revision IS DISTINCT FROM 2 THEN
+    IF v_revision IS DISTINCT FROM 3 THEN
         RAISE NOTICE 'mart_base: definition changed, rebuilding the aggregates';
         DROP SCHEMA mart_base CASCADE;
     END IF;
@@ -107,7 +107,11 @@ CREATE TABLE IF NOT EXISTS mart_base.state (
     updated_at timestamptz
 );
 -- A new mart_base starts stale: init (or the next run) builds it.
-INSERT INTO mart_base.state (revision, stale) VALUES (2, true) ON CONFLICT DO NOTHING;
+INSERT INTO mart_base.state (revision, stale) VALUES (3, true) ON CONFLICT DO NOTHING;
+
+-- sum() of bigint returns numeric (slow to add up, and cast back): this
+-- adds in bigint, and an overflow is an error, never a wrong sum.
+CREATE OR REPLACE AGGREGATE mart_base.sum8(bigint) (SFUNC = int8pl, STYPE = bigint, PARALLEL = SAFE);
 
 -- Money is kept in integer cents (exact, and summed far faster than
 -- NUMERIC); the views turn it back into NUMERIC with scale 2 (cents * 0.01).
@@ -158,17 +162,24 @@ CREATE TABLE IF NOT EXISTS mart_base.product_sales (
     orders      bigint  NOT NULL
 );
 
+-- A backfill's per-chunk partial sums of sales_cell (computed in Rust
+-- while the chunks pass through the transform); fold_parts adds them up at
+-- the end. Empty outside a backfill. (The other additive aggregates have a
+-- few thousand rows: the backfill adds their chunk sums up in memory.)
+CREATE TABLE IF NOT EXISTS mart_base.sales_cell_part (LIKE mart_base.sales_cell);
+
 -- Grain order with valid sales: what customer_month is computed from, so
 -- that a change recomputes a (customer, month) from its few orders instead
--- of from fact_sales. hours = completed_at - ordered_at (NULL until
--- completed); the order's revenue per category, by category_key.
+-- of from fact_sales. completion_micros = completed_at - ordered_at in
+-- microseconds (NULL until completed); the order's revenue per category,
+-- by category_key.
 CREATE TABLE IF NOT EXISTS mart_base.sales_order (
     order_id       bigint    NOT NULL PRIMARY KEY,
     customer_key   bigint    NOT NULL,
     month          date      NOT NULL,
     date_key       integer   NOT NULL,
     spend_cents    bigint    NOT NULL,
-    hours          numeric,
+    completion_micros bigint,
     category_keys  integer[] NOT NULL,
     category_cents bigint[]  NOT NULL
 );
@@ -229,6 +240,19 @@ CREATE OR REPLACE FUNCTION mart_base.day_of(date_key integer) RETURNS date
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $fn$ SELECT make_date(date_key / 10000, date_key / 100 % 100, date_key % 100) $fn$;
 
+-- The median of `micros` (sorted, no NULL; NULL when empty: the mean of
+-- the two middle values of an even count) in hours, rounded half away
+-- from zero to 2 decimals, in integer arithmetic: exact, and the same as
+-- the backfill computes in Rust (transform::marts::median_hours_cents).
+CREATE OR REPLACE FUNCTION mart_base.median_hours(micros bigint[]) RETURNS numeric
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $fn$
+    SELECT (div(m.s, 72000000)
+            + CASE WHEN abs(mod(m.s, 72000000)) * 2 >= 72000000 THEN sign(m.s) ELSE 0 END) * 0.01
+    FROM (SELECT micros[(cardinality(micros) + 1) / 2]::numeric
+                 + micros[cardinality(micros) / 2 + 1] AS s) m
+$fn$;
+
 -- Drops those of the temp tables `names` that exist (quietly: no NOTICE
 -- per missing table in every run's log).
 CREATE OR REPLACE FUNCTION mart_base.drop_temp(VARIADIC names text[])
@@ -251,7 +275,8 @@ $fn$;
 -- from (money in cents):
 --   <name>           one row per order x category (with the order's day,
 --                    region, customer, employee)
---   <name>_orders    one row per order (hours = completed_at - ordered_at;
+--   <name>_orders    one row per order (completion_micros = completed_at -
+--                    ordered_at in µs;
 --                    its revenue per category, by category_key)
 --   <name>_products  one row per order x product
 CREATE OR REPLACE FUNCTION mart_base.build_parts(src text, name text) RETURNS void
@@ -296,11 +321,12 @@ BEGIN
     EXECUTE format($q$
         CREATE TEMP TABLE %1$I ON COMMIT DROP AS
         SELECT p.order_id, p.date_key, p.region_key, p.customer_key, p.employee_key,
-               sum(p.revenue)::bigint AS revenue,
-               sum(p.margin)::bigint  AS margin,
-               sum(p.items)::bigint   AS items,
-               sum(p.units)::bigint   AS units,
-               extract(epoch FROM max(p.completed_at) - min(p.ordered_at)) / 3600 AS hours,
+               mart_base.sum8(p.revenue) AS revenue,
+               mart_base.sum8(p.margin)  AS margin,
+               mart_base.sum8(p.items)   AS items,
+               mart_base.sum8(p.units)   AS units,
+               (extract(epoch FROM max(p.completed_at) - min(p.ordered_at)) * 1000000)::bigint
+                   AS completion_micros,
                array_agg(p.category_key ORDER BY p.category_key) AS category_keys,
                array_agg(p.revenue ORDER BY p.category_key)      AS category_cents
         FROM %2$I p
@@ -325,8 +351,8 @@ DECLARE
     old_keys text := array_to_string(ARRAY(SELECT 'o.' || quote_ident(k) FROM unnest(keys) k), ', ');
     same_keys text := array_to_string(ARRAY(SELECT format('t.%1$I = d.%1$I', k) FROM unnest(keys) k), ' AND ');
     old_negs text := array_to_string(ARRAY(SELECT '-o.' || quote_ident(m) FROM unnest(measures) m), ', ');
-    sums text := array_to_string(ARRAY(SELECT format('sum(d.%1$I) AS %1$I', m) FROM unnest(measures) m), ', ');
-    any_change text := array_to_string(ARRAY(SELECT format('sum(d.%I) <> 0', m) FROM unnest(measures) m), ' OR ');
+    sums text := array_to_string(ARRAY(SELECT format('mart_base.sum8(d.%1$I) AS %1$I', m) FROM unnest(measures) m), ', ');
+    any_change text := array_to_string(ARRAY(SELECT format('mart_base.sum8(d.%I) <> 0', m) FROM unnest(measures) m), ' OR ');
     sets text := array_to_string(ARRAY(SELECT format('%1$I = t.%1$I + excluded.%1$I', m) FROM unnest(measures) m), ', ');
     members text := quote_ident(measures[array_length(measures, 1)]);
     cols text := key_list || ', ' || array_to_string(ARRAY(SELECT quote_ident(m) FROM unnest(measures) m), ', ');
@@ -363,41 +389,84 @@ BEGIN
 END
 $fn$;
 
+-- The additive aggregates: table, keys, measures, and the query that
+-- computes its contribution from parts (see merge). The backfill's chunks
+-- compute the same in Rust (transform::marts::share).
+CREATE OR REPLACE FUNCTION mart_base.additive_specs()
+RETURNS TABLE (tbl text, keys text[], measures text[], query text)
+LANGUAGE sql IMMUTABLE
+AS $fn$ VALUES
+    ('sales_cell', '{date_key,region_key,category_key}'::text[],
+     '{revenue_cents,margin_cents,items,units,orders}'::text[],
+     $q$SELECT date_key, region_key, category_key,
+               mart_base.sum8(revenue) AS revenue_cents, mart_base.sum8(margin) AS margin_cents,
+               mart_base.sum8(items) AS items, mart_base.sum8(units) AS units,
+               count(*) AS orders
+        FROM %1$I GROUP BY date_key, region_key, category_key$q$),
+    ('manager_month', '{employee_key,month}', '{revenue_cents,margin_cents,items,units,orders}',
+     $q$SELECT employee_key, mart_base.month_of(date_key) AS month,
+               mart_base.sum8(revenue) AS revenue_cents, mart_base.sum8(margin) AS margin_cents,
+               mart_base.sum8(items) AS items, mart_base.sum8(units) AS units,
+               count(*) AS orders
+        FROM %2$I GROUP BY employee_key, mart_base.month_of(date_key)$q$),
+    ('region_month', '{month,region_key}', '{revenue_cents,orders}',
+     $q$SELECT mart_base.month_of(date_key) AS month, region_key,
+               mart_base.sum8(revenue) AS revenue_cents, count(*) AS orders
+        FROM %2$I GROUP BY mart_base.month_of(date_key), region_key$q$),
+    ('product_sales', '{product_key}', '{revenue_cents,quantity,orders}',
+     $q$SELECT product_key, mart_base.sum8(revenue) AS revenue_cents,
+               mart_base.sum8(quantity) AS quantity, count(*) AS orders
+        FROM %3$I GROUP BY product_key$q$)
+$fn$;
+
 -- The additive aggregates from parts `new_parts` (minus `old_parts`, or
 -- rebuilt when it is NULL).
 CREATE OR REPLACE FUNCTION mart_base.merge_additive(new_parts text, old_parts text)
 RETURNS void
 LANGUAGE plpgsql
 AS $fn$
+DECLARE
+    spec record;
 BEGIN
-    PERFORM mart_base.merge('sales_cell',
-        '{date_key,region_key,category_key}', '{revenue_cents,margin_cents,items,units,orders}',
-        $q$SELECT date_key, region_key, category_key,
-                  sum(revenue)::bigint AS revenue_cents, sum(margin)::bigint AS margin_cents,
-                  sum(items)::bigint AS items, sum(units)::bigint AS units,
-                  count(*) AS orders
-           FROM %1$I GROUP BY date_key, region_key, category_key$q$,
-        new_parts, old_parts);
-    PERFORM mart_base.merge('manager_month',
-        '{employee_key,month}', '{revenue_cents,margin_cents,items,units,orders}',
-        $q$SELECT employee_key, mart_base.month_of(date_key) AS month,
-                  sum(revenue)::bigint AS revenue_cents, sum(margin)::bigint AS margin_cents,
-                  sum(items)::bigint AS items, sum(units)::bigint AS units,
-                  count(*) AS orders
-           FROM %2$I GROUP BY employee_key, mart_base.month_of(date_key)$q$,
-        new_parts, old_parts);
-    PERFORM mart_base.merge('region_month',
-        '{month,region_key}', '{revenue_cents,orders}',
-        $q$SELECT mart_base.month_of(date_key) AS month, region_key,
-                  sum(revenue)::bigint AS revenue_cents, count(*) AS orders
-           FROM %2$I GROUP BY mart_base.month_of(date_key), region_key$q$,
-        new_parts, old_parts);
-    PERFORM mart_base.merge('product_sales',
-        '{product_key}', '{revenue_cents,quantity,orders}',
-        $q$SELECT product_key, sum(revenue)::bigint AS revenue_cents, sum(quantity)::bigint AS quantity,
-                  count(*) AS orders
-           FROM %3$I GROUP BY product_key$q$,
-        new_parts, old_parts);
+    FOR spec IN SELECT * FROM mart_base.additive_specs() LOOP
+        PERFORM mart_base.merge(spec.tbl, spec.keys, spec.measures, spec.query,
+                                new_parts, old_parts);
+    END LOOP;
+END
+$fn$;
+
+-- The additive aggregates that have parts (<table>_part) as the sums of
+-- the backfill's chunk parts; the others emptied, for salesdwh to COPY.
+-- Idempotent: the parts stay until finish_parts, so a backfill that dies
+-- after this commits does it again.
+CREATE OR REPLACE FUNCTION mart_base.fold_parts()
+RETURNS void
+LANGUAGE plpgsql
+SET work_mem = '256MB'
+SET jit = off
+AS $fn$
+DECLARE
+    spec record;
+    key_list text;
+BEGIN
+    FOR spec IN SELECT * FROM mart_base.additive_specs() LOOP
+        EXECUTE format('TRUNCATE mart_base.%I', spec.tbl);
+        CONTINUE WHEN to_regclass(format('mart_base.%I', spec.tbl || '_part')) IS NULL;
+        key_list := array_to_string(ARRAY(SELECT quote_ident(k) FROM unnest(spec.keys) k), ', ');
+        -- Filled unindexed, then indexed in one sorted pass: half the time
+        -- of inserting hundreds of thousands of keys into the index.
+        EXECUTE format('ALTER TABLE mart_base.%I DROP CONSTRAINT %I', spec.tbl, spec.tbl || '_pkey');
+        EXECUTE format('INSERT INTO mart_base.%1$I (%2$s, %3$s) SELECT %2$s, %4$s
+                        FROM mart_base.%5$I GROUP BY %2$s',
+            spec.tbl, key_list,
+            array_to_string(ARRAY(SELECT quote_ident(m) FROM unnest(spec.measures) m), ', '),
+            array_to_string(ARRAY(SELECT format('mart_base.sum8(%I)', m)
+                                  FROM unnest(spec.measures) m), ', '),
+            spec.tbl || '_part');
+        EXECUTE format('ALTER TABLE mart_base.%I ADD CONSTRAINT %I PRIMARY KEY (%s)',
+                       spec.tbl, spec.tbl || '_pkey', key_list);
+    END LOOP;
+    ANALYZE mart_base.sales_cell;
 END
 $fn$;
 
@@ -410,14 +479,16 @@ AS $fn$
 BEGIN
     IF order_ids IS NULL THEN
         TRUNCATE mart_base.sales_order;
+        -- Faster to index the whole table afterwards (finish_build).
+        PERFORM mart_base.drop_order_indexes();
     ELSE
         DELETE FROM mart_base.sales_order WHERE order_id = ANY(order_ids);
     END IF;
     EXECUTE format($q$
         INSERT INTO mart_base.sales_order (order_id, customer_key, month, date_key, spend_cents,
-                                           hours, category_keys, category_cents)
+                                           completion_micros, category_keys, category_cents)
         SELECT order_id, customer_key, mart_base.month_of(date_key), date_key, revenue,
-               hours, category_keys, category_cents
+               completion_micros, category_keys, category_cents
         FROM pg_temp.%I$q$, parts || '_orders');
 END
 $fn$;
@@ -471,10 +542,11 @@ BEGIN
                m.first_day, m.last_day, t.keys, t.cents
         FROM (
             SELECT s.customer_key, s.month,
-                   sum(s.spend_cents)::bigint AS spend, count(*) AS orders,
-                   -- NULL hours (orders not completed) are ignored.
-                   round((percentile_cont(0.5) WITHIN GROUP (ORDER BY s.hours))::numeric, 2)
-                       AS median,
+                   mart_base.sum8(s.spend_cents) AS spend, count(*) AS orders,
+                   -- Orders not completed (NULL) are ignored.
+                   mart_base.median_hours(array_agg(s.completion_micros
+                                                    ORDER BY s.completion_micros)
+                       FILTER (WHERE s.completion_micros IS NOT NULL)) AS median,
                    mart_base.day_of(min(s.date_key)) AS first_day,
                    mart_base.day_of(max(s.date_key)) AS last_day
             FROM %1$s s
@@ -487,7 +559,7 @@ BEGIN
                    array_agg(b.category_key ORDER BY b.category_key) AS keys,
                    array_agg(b.revenue ORDER BY b.category_key) AS cents
             FROM (
-                SELECT s.customer_key, s.month, u.category_key, sum(u.cents)::bigint AS revenue
+                SELECT s.customer_key, s.month, u.category_key, mart_base.sum8(u.cents) AS revenue
                 FROM %1$s s,
                      unnest(s.category_keys, s.category_cents) AS u(category_key, cents)
                 GROUP BY s.customer_key, s.month, u.category_key
@@ -502,8 +574,8 @@ BEGIN
                                               favorite_category_key)
         SELECT o.customer_key, o.lifetime_value, o.orders, o.first_day, o.last_day, f.category_key
         FROM (
-            SELECT customer_key, sum(spend_cents)::bigint AS lifetime_value,
-                   sum(orders)::bigint AS orders, min(first_day) AS first_day,
+            SELECT customer_key, mart_base.sum8(spend_cents) AS lifetime_value,
+                   mart_base.sum8(orders) AS orders, min(first_day) AS first_day,
                    max(last_day) AS last_day
             FROM mart_base.customer_month
             WHERE %1$s
@@ -514,7 +586,7 @@ BEGIN
                    (array_agg(b.category_key ORDER BY b.revenue DESC, c.name, c.category_key))[1]
                        AS category_key
             FROM (
-                SELECT m.customer_key, u.category_key, sum(u.cents)::bigint AS revenue
+                SELECT m.customer_key, u.category_key, mart_base.sum8(u.cents) AS revenue
                 FROM mart_base.customer_month m,
                      unnest(m.category_keys, m.category_cents) AS u(category_key, cents)
                 WHERE %1$s
@@ -532,8 +604,61 @@ BEGIN
 END
 $fn$;
 
--- Every aggregate from fact_sales. backfill calls it in its final
--- transaction; ensure_built and apply_changes when the aggregates are stale.
+-- sales_order's indexes go while it is filled from scratch (by a rebuild,
+-- or by a backfill's chunks) and come back before anything looks it up.
+CREATE OR REPLACE FUNCTION mart_base.drop_order_indexes()
+RETURNS void
+LANGUAGE plpgsql
+AS $fn$
+BEGIN
+    ALTER TABLE mart_base.sales_order DROP CONSTRAINT IF EXISTS sales_order_pkey;
+    DROP INDEX IF EXISTS mart_base.ix_sales_order_customer_month;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION mart_base.restore_order_indexes()
+RETURNS void
+LANGUAGE plpgsql
+AS $fn$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint
+                   WHERE conrelid = 'mart_base.sales_order'::regclass AND contype = 'p') THEN
+        ALTER TABLE mart_base.sales_order ADD CONSTRAINT sales_order_pkey PRIMARY KEY (order_id);
+    END IF;
+    CREATE INDEX IF NOT EXISTS ix_sales_order_customer_month
+        ON mart_base.sales_order (customer_key, month);
+END
+$fn$;
+
+-- The aggregates marked built, with statistics for the next sync's
+-- lookups by key.
+CREATE OR REPLACE FUNCTION mart_base.mark_built()
+RETURNS void
+LANGUAGE plpgsql
+AS $fn$
+BEGIN
+    ANALYZE mart_base.sales_order, mart_base.customer_month, mart_base.sales_cell;
+    UPDATE mart_base.state SET stale = false, built_at = now(), updated_at = now();
+END
+$fn$;
+
+-- The end of a rebuild: sales_order indexed again, the customer aggregates
+-- from it, the aggregates marked built.
+CREATE OR REPLACE FUNCTION mart_base.finish_build()
+RETURNS void
+LANGUAGE plpgsql
+AS $fn$
+BEGIN
+    PERFORM mart_base.restore_order_indexes();
+    PERFORM mart_base.recompute_customers(true);
+    TRUNCATE mart_base.sales_cell_part;  -- of a backfill that fell back to this
+    PERFORM mart_base.mark_built();
+END
+$fn$;
+
+-- Every aggregate from fact_sales: init and apply_changes when the
+-- aggregates are stale, and a backfill resumed from chunks that kept no
+-- parts.
 CREATE OR REPLACE FUNCTION mart_base.rebuild()
 RETURNS void
 LANGUAGE plpgsql
@@ -546,11 +671,66 @@ BEGIN
     PERFORM mart_base.build_parts('dwh.fact_sales', 'mart_all');
     PERFORM mart_base.merge_additive('mart_all', NULL);
     PERFORM mart_base.store_orders('mart_all', NULL);
-    PERFORM mart_base.recompute_customers(true);
     PERFORM mart_base.drop_temp('mart_all', 'mart_all_orders', 'mart_all_products',
                                 'mart_touched', 'mart_old');
-    -- The next sync's lookups by key need statistics of the new contents.
-    ANALYZE mart_base.sales_order, mart_base.customer_month, mart_base.sales_cell;
+    PERFORM mart_base.finish_build();
+END
+$fn$;
+
+-- A backfill that computes the aggregates from its chunks starts here
+-- (its first attempt): every aggregate and part emptied, sales_order
+-- unindexed, all marked stale until finish_parts (a rebuild puts a stale
+-- state right).
+CREATE OR REPLACE FUNCTION mart_base.start_parts()
+RETURNS void
+LANGUAGE plpgsql
+AS $fn$
+DECLARE
+    t text;
+BEGIN
+    FOR t IN SELECT c.relname FROM pg_class c
+             WHERE c.relnamespace = 'mart_base'::regnamespace AND c.relkind = 'r'
+               AND c.relname <> 'state'
+    LOOP
+        EXECUTE format('TRUNCATE mart_base.%I', t);
+    END LOOP;
+    PERFORM mart_base.drop_order_indexes();
+    PERFORM mart_base.mark_stale();
+END
+$fn$;
+
+-- The end of such a backfill. Every chunk wrote its sales_order rows and
+-- its parts (in its own transaction); then, side by side with the fact
+-- indexes, each in its own transaction and idempotent:
+--   * fold_parts: the additive aggregates;
+--   * prepare_customers, then salesdwh COPYs the customer aggregates it
+--     computed from sales_order (src/marts.rs), then customers_written;
+-- and last, in the backfill's final transaction, finish_parts.
+CREATE OR REPLACE FUNCTION mart_base.prepare_customers()
+RETURNS void
+LANGUAGE plpgsql
+AS $fn$
+BEGIN
+    PERFORM mart_base.restore_order_indexes();
+    TRUNCATE mart_base.customer_month, mart_base.customer_total, mart_base.cohort_activity;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION mart_base.customers_written()
+RETURNS void
+LANGUAGE plpgsql
+AS $fn$
+BEGIN
+    ANALYZE mart_base.sales_order, mart_base.customer_month;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION mart_base.finish_parts()
+RETURNS void
+LANGUAGE plpgsql
+AS $fn$
+BEGIN
+    TRUNCATE mart_base.sales_cell_part;
     UPDATE mart_base.state SET stale = false, built_at = now(), updated_at = now();
 END
 $fn$;
@@ -683,7 +863,7 @@ DECLARE
 BEGIN
     FOR t IN SELECT c.relname FROM pg_class c
              WHERE c.relnamespace = 'mart_base'::regnamespace AND c.relkind = 'r'
-               AND c.relname <> 'state'
+               AND c.relname <> 'state' AND c.relname NOT LIKE '%\_part'
              ORDER BY c.relname
     LOOP
         RETURN QUERY EXECUTE format('SELECT %L || '': '' || r::text AS x FROM mart_base.%I r ORDER BY x', t, t);
@@ -806,10 +986,12 @@ COMMENT ON VIEW mart.average_check IS
 --   top_category        = category with the most revenue that month; ties
 --                         go to the lowest category name, then the lowest
 --                         category_key
---   median_hours_to_completion = median (percentile_cont(0.5), interpolated)
---                         of completed_at - ordered_at in hours over the
---                         month's valid orders that are completed, rounded
---                         to 2 decimals; NULL when none is completed yet
+--   median_hours_to_completion = median of completed_at - ordered_at in
+--                         hours over the month's valid orders that are
+--                         completed (an even count: the mean of the two
+--                         middle values), computed exactly and rounded half
+--                         away from zero to 2 decimals; NULL when none is
+--                         completed yet
 -- ---------------------------------------------------------------------------
 CREATE OR REPLACE VIEW mart.customer_report AS
 SELECT m.customer_key,

@@ -159,6 +159,34 @@ impl CopyBuf {
         }
     }
 
+    /// int4[] (one dimension, no NULL element).
+    pub fn i32_array(&mut self, values: &[i32]) {
+        self.array_header(values.len(), 23, 4);
+        for v in values {
+            self.i32(*v);
+        }
+    }
+
+    /// int8[] (one dimension, no NULL element).
+    pub fn i64_array(&mut self, values: &[i64]) {
+        self.array_header(values.len(), 20, 8);
+        for v in values {
+            self.i64(*v);
+        }
+    }
+
+    /// The length prefix and header of a one-dimensional array of `n`
+    /// fixed-width elements of type `oid` (as the driver writes it: an
+    /// empty array too has its one dimension, of length 0).
+    fn array_header(&mut self, n: usize, oid: i32, width: i32) {
+        self.buf.put_i32(20 + n as i32 * (4 + width));
+        self.buf.put_i32(1); // dimensions
+        self.buf.put_i32(0); // no NULL element
+        self.buf.put_i32(oid);
+        self.buf.put_i32(n as i32);
+        self.buf.put_i32(1); // lower bound
+    }
+
     /// Bytes encoded so far (flush them to the sink when this grows large).
     pub fn len(&self) -> usize {
         self.buf.len()
@@ -278,6 +306,23 @@ mod tests {
         let mut driver = BytesMut::new();
         d.to_sql(&Type::DATE, &mut driver).unwrap();
         assert_eq!(&ours.take()[19 + 4..], &driver[..]);
+    }
+
+    #[test]
+    fn arrays_match_the_driver() {
+        for ints in [vec![], vec![7], vec![-1, 0, 2_000_000_000]] {
+            let mut ours = CopyBuf::new();
+            ours.i32_array(&ints);
+            let mut driver = BytesMut::new();
+            ints.to_sql(&Type::INT4_ARRAY, &mut driver).unwrap();
+            assert_eq!(&ours.take()[19 + 4..], &driver[..], "{ints:?}");
+            let longs: Vec<i64> = ints.iter().map(|v| i64::from(*v) * 1_000_000_007).collect();
+            let mut ours = CopyBuf::new();
+            ours.i64_array(&longs);
+            let mut driver = BytesMut::new();
+            longs.to_sql(&Type::INT8_ARRAY, &mut driver).unwrap();
+            assert_eq!(&ours.take()[19 + 4..], &driver[..], "{longs:?}");
+        }
     }
 
     #[test]

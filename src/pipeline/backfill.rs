@@ -44,6 +44,7 @@ use crate::schema::model::Table;
 use crate::schema::{oltp, OLTP};
 use crate::state::{self, BackfillState};
 use crate::transform::facts::{self as tfacts, FactContext};
+use crate::transform::marts::SmallAggregates;
 use crate::transform::{dims as tdims, Keys, RunStats, TableStats};
 
 #[derive(Debug, Clone)]
@@ -111,7 +112,9 @@ pub async fn run(
     let timeout = settings.connect_timeout;
     let lock_client = connect::pg_client(&settings.postgres, timeout).await?;
     state::lock(&lock_client).await?;
-    let pool_size = (opts.workers as u32 + 1).max(settings.pg_pool_size);
+    // Loaders plus the lock; after the load, the index builders plus the
+    // two marts jobs.
+    let pool_size = (opts.workers.max(2) as u32 + 2).max(settings.pg_pool_size);
     let pool = connect::pg_pool(&settings.postgres, timeout, pool_size).await?;
     state::close_abandoned_runs(&lock_client).await?;
     if opts.truncate {
@@ -253,6 +256,9 @@ async fn body(
                     "last_order_id": last,
                     "chunk_width": width,
                     "window": window_json(opts.window),
+                    // Whether the chunks write their share of the mart
+                    // aggregates (a resume must do as the first attempt).
+                    "mart_parts": opts.refresh_marts,
                 }),
                 watermarks: serde_json::Value::Object(marks),
                 indexes_dropped: true,
@@ -263,6 +269,11 @@ async fn body(
                 .await
                 .map_err(LoadError::pg("starting the backfill"))?;
             indexes::drop_fact_indexes(&tx).await?;
+            if opts.refresh_marts {
+                crate::marts::start_parts(&tx)
+                    .await
+                    .map_err(PipelineError::Marts)?;
+            }
             state::save_backfill_state(&tx, &st).await?;
             tx.commit()
                 .await
@@ -325,7 +336,15 @@ async fn body(
     let window = opts
         .window
         .map(|(a, b)| (day_micros(a), day_micros(b) + DAY_MICROS));
-    let ctx = Arc::new(FactContext::new(Arc::new(keys), now + DAY_MICROS, window));
+    let mart_parts = plan.get("mart_parts").and_then(|v| v.as_bool()) == Some(true);
+    // The marts from the chunks' shares, unless an earlier attempt loaded
+    // chunks: their small sums died with it, so a resumed backfill
+    // rebuilds the marts from fact_sales instead (slower; rare).
+    let build_marts = opts.refresh_marts && mart_parts && done.is_empty();
+    let small = Arc::new(Mutex::new(SmallAggregates::default()));
+    let mut ctx = FactContext::new(Arc::new(keys), now + DAY_MICROS, window);
+    ctx.mart_share = build_marts;
+    let ctx = Arc::new(ctx);
     let covered = load_facts::dim_date_range(client).await?;
     load_facts_parallel(
         client,
@@ -338,21 +357,23 @@ async fn body(
         opts.workers,
         stats,
         bars.clone(),
+        &small,
     )
     .await?;
     bars.finish();
     phases.push(("facts", phase_start.elapsed()));
     phase_start = Instant::now();
 
-    // ---- indexes, watermarks, done
+    // ---- indexes and marts, side by side (index builds leave a core idle
+    // at times; the marts work runs mostly on one), then done
     state::check_lock(client)?;
-    if state.indexes_dropped {
-        tracing::info!("building the fact primary keys, indexes and foreign keys");
-        indexes::rebuild_fact_indexes(pool, opts.workers.max(2)).await?;
-    }
-    // Fresh statistics: without them the planner guesses on millions of new
-    // rows (the marts refresh below took minutes instead of seconds).
-    {
+    let fact_indexes = async {
+        if state.indexes_dropped {
+            tracing::info!("building the fact primary keys, indexes and foreign keys");
+            indexes::rebuild_fact_indexes(pool, opts.workers.max(2)).await?;
+        }
+        // Fresh statistics: without them the planner guesses on millions of
+        // new rows (the marts refresh below took minutes instead of seconds).
         let conn = pool.get().await.map_err(LoadError::Pool)?;
         let tables: Vec<String> = [
             &FACT_SALES,
@@ -370,8 +391,52 @@ async fn body(
         conn.batch_execute(&format!("ANALYZE {}", tables.join(", ")))
             .await
             .map_err(LoadError::pg("analyzing the loaded tables"))?;
-    }
-    phases.push(("indexes", phase_start.elapsed()));
+        Ok::<(), PipelineError>(())
+    };
+    let additive = async {
+        if build_marts {
+            tracing::info!("adding up the marts' parts");
+            let mut conn = pool.get().await.map_err(LoadError::Pool)?;
+            let tx = conn
+                .transaction()
+                .await
+                .map_err(LoadError::pg("building the marts"))?;
+            let small = small.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            crate::marts::fold_parts(&tx, &small)
+                .await
+                .map_err(PipelineError::Marts)?;
+            tx.commit()
+                .await
+                .map_err(LoadError::pg("building the marts"))?;
+        }
+        Ok::<(), PipelineError>(())
+    };
+    let customers = async {
+        if build_marts {
+            tracing::info!("computing the customer marts");
+            let mut conn = pool.get().await.map_err(LoadError::Pool)?;
+            let tx = conn
+                .transaction()
+                .await
+                .map_err(LoadError::pg("building the customer marts"))?;
+            crate::marts::build_customers(&tx)
+                .await
+                .map_err(PipelineError::Marts)?;
+            tx.commit()
+                .await
+                .map_err(LoadError::pg("building the customer marts"))?;
+        }
+        Ok::<(), PipelineError>(())
+    };
+    tokio::try_join!(fact_indexes, additive, customers)?;
+    phases.push((
+        if build_marts {
+            "indexes+marts"
+        } else {
+            "indexes"
+        },
+        phase_start.elapsed(),
+    ));
     phase_start = Instant::now();
     let marts;
     {
@@ -416,18 +481,26 @@ async fn body(
         state::clear_backfill(&tx).await?;
         // Inside the same transaction: if the refresh fails, the backfill
         // stays unfinished and a rerun finishes it (all chunks are marked).
-        marts = if opts.refresh_marts {
-            tracing::info!("rebuilding the marts");
-            crate::marts::rebuild(&tx).await
-        } else {
-            crate::marts::mark_stale(&tx).await
+        marts = match (opts.refresh_marts, mart_parts) {
+            (true, _) if build_marts => crate::marts::finish_parts(&tx).await,
+            (true, _) => {
+                tracing::info!("rebuilding the marts");
+                crate::marts::rebuild(&tx).await
+            }
+            (false, true) => crate::marts::start_parts(&tx)
+                .await
+                .map(|()| crate::marts::Upkeep::Stale),
+            (false, false) => crate::marts::mark_stale(&tx).await,
         }
         .map_err(PipelineError::Marts)?;
         tx.commit()
             .await
             .map_err(LoadError::pg("finishing the backfill"))?;
     }
-    phases.push(("marts", phase_start.elapsed()));
+    phases.push((
+        if build_marts { "finish" } else { "marts" },
+        phase_start.elapsed(),
+    ));
     Ok(BackfillReport {
         run_id,
         stats: RunStats::default(),
@@ -559,6 +632,7 @@ async fn load_facts_parallel(
     workers: usize,
     stats: &Arc<Mutex<RunStats>>,
     bars: Arc<FactBars>,
+    small: &Arc<Mutex<SmallAggregates>>,
 ) -> Result<(), PipelineError> {
     let queue = Arc::new(Mutex::new(todo));
     // Bounded: extractors wait while loaders are busy, so at most
@@ -596,6 +670,7 @@ async fn load_facts_parallel(
         let pool = pool.clone();
         let stats = stats.clone();
         let bars = bars.clone();
+        let small = small.clone();
         tasks.spawn(async move {
             loop {
                 let chunk = rx.lock().await.recv().await;
@@ -603,9 +678,10 @@ async fn load_facts_parallel(
                 let (lo, hi) = (chunk.lo, chunk.hi);
                 let ctx = ctx.clone();
                 let t = Instant::now();
-                let out = tokio::task::spawn_blocking(move || tfacts::transform(&chunk, &ctx))
+                let mut out = tokio::task::spawn_blocking(move || tfacts::transform(&chunk, &ctx))
                     .await
                     .map_err(|e| PipelineError::Task(e.to_string()))??;
+                let chunk_small = out.marts.as_mut().map(|m| std::mem::take(&mut m.small));
                 let transform_ms = t.elapsed().as_millis() as u64;
                 let t = Instant::now();
                 let chunk_stats = out.stats.clone();
@@ -620,6 +696,13 @@ async fn load_facts_parallel(
                 tx.commit()
                     .await
                     .map_err(LoadError::pg(format!("committing orders {lo}..={hi}")))?;
+                // Only committed chunks count.
+                if let Some(chunk_small) = chunk_small {
+                    small
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .add(&chunk_small);
+                }
                 tracing::debug!(
                     lo,
                     transform_ms,

@@ -83,6 +83,8 @@ pub struct FactContext {
     pub future_after: i64,
     /// `--from/--to` as a half-open µs range on order_date.
     pub window: Option<(i64, i64)>,
+    /// Also compute each chunk's share of the mart aggregates (backfill).
+    pub mart_share: bool,
 }
 
 impl FactContext {
@@ -121,6 +123,7 @@ impl FactContext {
             products,
             future_after,
             window,
+            mart_share: false,
         }
     }
 }
@@ -136,6 +139,8 @@ pub struct FactOutput {
     pub stats: RunStats,
     /// Smallest and largest day (since 1970) of any date_key written.
     pub days: Option<(i32, i32)>,
+    /// The chunk's share of the mart aggregates (when the context asks).
+    pub marts: Option<super::marts::MartShare>,
 }
 
 struct Orders {
@@ -402,6 +407,7 @@ fn transform_inner(chunk: &FactChunk, ctx: &FactContext) -> PolarsResult<FactOut
 
     // About 150 bytes per fact_sales row in binary COPY.
     let mut sales = CopyBuf::with_capacity(good.height() * 160 + 64);
+    let marts;
     {
         // Plain vectors: every accepted row has an order and a product, so
         // these columns hold no nulls (completed_at may).
@@ -448,6 +454,23 @@ fn transform_inner(chunk: &FactChunk, ctx: &FactContext) -> PolarsResult<FactOut
             sales.numeric(cst[i], 2);
             sales.numeric(mar[i], 2);
         }
+        marts = ctx.mart_share.then(|| {
+            super::marts::share(&super::marts::SaleLines {
+                order_id: &order_ids,
+                date_key: &dkeys,
+                product_key: &pkeys,
+                customer_key: &ckeys,
+                employee_key: &ekeys,
+                region_key: &rkeys,
+                category_key: &catkeys,
+                status: &status,
+                ordered_at: &ordered,
+                completed_at: &completed,
+                quantity: &qty,
+                revenue: &rev,
+                margin: &mar,
+            })
+        });
     }
     let sales_rows = sales.rows();
     stats.table(oltp::ORDER_ITEMS.name).loaded = sales_rows;
@@ -595,6 +618,7 @@ fn transform_inner(chunk: &FactChunk, ctx: &FactContext) -> PolarsResult<FactOut
         payment_rejects,
         stats,
         days,
+        marts,
     })
 }
 

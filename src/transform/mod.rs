@@ -12,6 +12,7 @@
 
 pub mod dims;
 pub mod facts;
+pub mod marts;
 
 use std::collections::{BTreeMap, HashMap};
 

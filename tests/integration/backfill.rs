@@ -8,7 +8,9 @@ use std::process::Stdio;
 
 use mysql_async::prelude::Queryable;
 
-use crate::support::{fingerprint, run_expect, stderr, stdout, wait_for, TestDbs};
+use crate::support::{
+    assert_marts_match_rebuild, fingerprint, run_expect, stderr, stdout, wait_for, TestDbs,
+};
 
 const DIM_FROM: &str = "2024-01-01";
 const DIM_TO: &str = "2026-12-31";
@@ -320,6 +322,16 @@ async fn every_row_matches_spec_to_the_cent() {
         .unwrap()
         .get(0);
     assert_eq!(leftovers, 0);
+    // The marts the chunks computed (in Rust) are what SQL computes from
+    // the loaded fact rows, and no part is left over.
+    let mut pg = pg;
+    assert_marts_match_rebuild(&mut pg, "backfill").await;
+    let parts: i64 = pg
+        .query_one("SELECT count(*) FROM mart_base.sales_cell_part", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(parts, 0);
     my.disconnect().await.unwrap();
 }
 
@@ -373,14 +385,7 @@ async fn non_empty_warehouse_needs_truncate_and_reload_is_identical() {
 async fn kill_when(dbs: &TestDbs, pg: &tokio_postgres::Client, sql: &str, at_least: i64) -> i64 {
     let mut child = dbs
         .salesdwh()
-        .args([
-            "backfill",
-            "--workers",
-            "2",
-            "--batch-rows",
-            "300",
-            "--no-refresh-marts",
-        ])
+        .args(["backfill", "--workers", "2", "--batch-rows", "300"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -413,6 +418,9 @@ async fn kill_9_at_any_point_then_rerun_gives_the_uninterrupted_warehouse() {
     );
     assert!(!summary.contains("(0 resumed"), "{summary}");
     assert_eq!(fingerprint(&pg).await, expected);
+    // The marts from the parts of all attempts' chunks, none counted twice.
+    let mut pg = pg;
+    assert_marts_match_rebuild(&mut pg, "resumed backfill").await;
     // The attempts that died are in the run log as failed.
     let statuses: Vec<String> = pg
         .query(
@@ -472,6 +480,8 @@ async fn lost_postgres_connection_exits_1_and_rerun_completes() {
 
     backfill(&dbs, &["--workers", "2", "--batch-rows", "300"]);
     assert_eq!(fingerprint(&pg).await, expected);
+    let mut pg = pg;
+    assert_marts_match_rebuild(&mut pg, "backfill after a lost connection").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

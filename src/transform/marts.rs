@@ -1,0 +1,687 @@
+//! A backfill chunk's share of the mart aggregates (schema mart_base, see
+//! `sql/postgres/03_views_marts.sql`), computed from its accepted fact rows
+//! while they are in memory, so the backfill does not read fact_sales back:
+//!
+//! - the `sales_order` row of each of its orders with valid sales (an order
+//!   lies whole in one chunk, so the row is final);
+//! - its partial sums of `sales_cell`, which the end of the backfill adds
+//!   up over all chunks (`mart_base.fold_parts`);
+//! - its partial sums of the small additive aggregates (`manager_month`,
+//!   `region_month`, `product_sales`: thousands of rows however large the
+//!   history), which the backfill adds up in memory ([`SmallAggregates`]).
+//!
+//! The definitions are those of `mart_base.build_parts` and
+//! `merge_additive`; the tests check that both give the same rows.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use chrono::{Datelike, NaiveDate};
+
+use crate::load::copy::CopyBuf;
+use crate::quality::{NON_REVENUE_STATUSES, ORDER_STATUSES};
+
+/// `mart_base.sales_order` columns in COPY order.
+pub const ORDER_COLUMNS: [&str; 8] = [
+    "order_id",
+    "customer_key",
+    "month",
+    "date_key",
+    "spend_cents",
+    "completion_micros",
+    "category_keys",
+    "category_cents",
+];
+/// `mart_base.sales_cell_part` columns in COPY order.
+pub const CELL_COLUMNS: [&str; 8] = [
+    "date_key",
+    "region_key",
+    "category_key",
+    "revenue_cents",
+    "margin_cents",
+    "items",
+    "units",
+    "orders",
+];
+/// `mart_base.manager_month` columns in COPY order.
+pub const MANAGER_COLUMNS: [&str; 7] = [
+    "employee_key",
+    "month",
+    "revenue_cents",
+    "margin_cents",
+    "items",
+    "units",
+    "orders",
+];
+/// `mart_base.region_month` columns in COPY order.
+pub const REGION_COLUMNS: [&str; 4] = ["month", "region_key", "revenue_cents", "orders"];
+/// `mart_base.product_sales` columns in COPY order.
+pub const PRODUCT_COLUMNS: [&str; 4] = ["product_key", "revenue_cents", "quantity", "orders"];
+
+/// The accepted fact rows of a chunk, one slice per column (equal lengths).
+/// `status` indexes [`ORDER_STATUSES`]; money in cents.
+pub struct SaleLines<'a> {
+    pub order_id: &'a [i64],
+    pub date_key: &'a [i32],
+    pub product_key: &'a [i64],
+    pub customer_key: &'a [i64],
+    pub employee_key: &'a [i32],
+    pub region_key: &'a [i32],
+    pub category_key: &'a [i32],
+    pub status: &'a [i32],
+    pub ordered_at: &'a [i64],
+    pub completed_at: &'a [Option<i64>],
+    pub quantity: &'a [i64],
+    pub revenue: &'a [i64],
+    pub margin: &'a [i64],
+}
+
+/// One chunk's share (see the module doc).
+#[derive(Debug, Default)]
+pub struct MartShare {
+    /// COPY streams (None: no row).
+    pub orders: Option<Bytes>,
+    pub cells: Option<Bytes>,
+    /// Rows in each stream, in the order above.
+    pub rows: [u64; 2],
+    pub small: SmallAggregates,
+}
+
+/// Sums of manager_month (employee, month), region_month (month, region)
+/// and product_sales (product): added up over the chunks in memory.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct SmallAggregates {
+    managers: HashMap<(i32, i32), Sums>,
+    regions: HashMap<(i32, i32), [i64; 2]>,
+    products: HashMap<i64, [i64; 3]>,
+}
+
+impl SmallAggregates {
+    pub fn add(&mut self, other: &SmallAggregates) {
+        for (k, v) in &other.managers {
+            add(self.managers.entry(*k).or_default(), v);
+        }
+        for (k, v) in &other.regions {
+            let r = self.regions.entry(*k).or_default();
+            r[0] += v[0];
+            r[1] += v[1];
+        }
+        for (k, v) in &other.products {
+            let p = self.products.entry(*k).or_default();
+            for (a, b) in p.iter_mut().zip(v) {
+                *a += b;
+            }
+        }
+    }
+
+    /// COPY streams of manager_month, region_month and product_sales, in
+    /// the column orders above (None: no row).
+    pub fn encode(&self) -> [Option<Bytes>; 3] {
+        let mut managers = CopyBuf::with_capacity(self.managers.len() * 70 + 64);
+        for ((employee, month), s) in &self.managers {
+            managers.row(MANAGER_COLUMNS.len() as i16);
+            managers.i32(*employee);
+            managers.date(*month);
+            for v in s {
+                managers.i64(*v);
+            }
+        }
+        let mut regions = CopyBuf::with_capacity(self.regions.len() * 40 + 64);
+        for ((month, region), [revenue, count]) in &self.regions {
+            regions.row(REGION_COLUMNS.len() as i16);
+            regions.date(*month);
+            regions.i32(*region);
+            regions.i64(*revenue);
+            regions.i64(*count);
+        }
+        let mut products = CopyBuf::with_capacity(self.products.len() * 40 + 64);
+        for (product, s) in &self.products {
+            products.row(PRODUCT_COLUMNS.len() as i16);
+            products.i64(*product);
+            for v in s {
+                products.i64(*v);
+            }
+        }
+        let done = |b: CopyBuf| (b.rows() > 0).then(|| b.finish());
+        [done(managers), done(regions), done(products)]
+    }
+
+    /// Rows of manager_month, region_month and product_sales.
+    pub fn rows(&self) -> [usize; 3] {
+        [self.managers.len(), self.regions.len(), self.products.len()]
+    }
+}
+
+/// revenue, margin, items, units, orders.
+type Sums = [i64; 5];
+
+fn add(to: &mut Sums, from: &Sums) {
+    for (a, b) in to.iter_mut().zip(from) {
+        *a += b;
+    }
+}
+
+/// YYYYMMDD → the first day of its month, as days since 1970 (None for a
+/// date_key that is no date: fact rows always carry real ones).
+fn month_days(date_key: i32) -> Option<i32> {
+    let first = NaiveDate::from_ymd_opt(date_key / 10_000, (date_key / 100 % 100) as u32, 1)?;
+    Some(first.num_days_from_ce() - 719_163)
+}
+
+fn valid_status(code: i32) -> bool {
+    usize::try_from(code)
+        .ok()
+        .and_then(|i| ORDER_STATUSES.get(i))
+        .is_some_and(|s| !NON_REVENUE_STATUSES.contains(s))
+}
+
+/// The chunk's share of the aggregates, from its valid sales.
+pub fn share(lines: &SaleLines<'_>) -> MartShare {
+    let mut rows: Vec<usize> = (0..lines.order_id.len())
+        .filter(|&i| valid_status(lines.status[i]))
+        .collect();
+    if rows.is_empty() {
+        return MartShare::default();
+    }
+    // Orders, within them categories, within those products (a product has
+    // one category) lie together.
+    rows.sort_unstable_by_key(|&i| {
+        (
+            lines.order_id[i],
+            lines.category_key[i],
+            lines.product_key[i],
+        )
+    });
+
+    let mut orders = CopyBuf::with_capacity(rows.len() / 2 * 80 + 64);
+    let mut cells: HashMap<(i32, i32, i32), Sums> = HashMap::new();
+    let mut small = SmallAggregates::default();
+    let SmallAggregates {
+        managers,
+        regions,
+        products,
+    } = &mut small;
+    let mut cat_keys: Vec<i32> = Vec::new();
+    let mut cat_cents: Vec<i64> = Vec::new();
+
+    let mut start = 0;
+    while start < rows.len() {
+        let first = rows[start];
+        let order_id = lines.order_id[first];
+        let mut end = start;
+        while end < rows.len() && lines.order_id[rows[end]] == order_id {
+            end += 1;
+        }
+        let order = &rows[start..end];
+        start = end;
+        // Day, customer, employee, region and dates are the order's own.
+        let (date_key, region) = (lines.date_key[first], lines.region_key[first]);
+        let Some(month) = month_days(date_key) else {
+            continue;
+        };
+        let mut total: Sums = [0, 0, 0, 0, 1];
+        cat_keys.clear();
+        cat_cents.clear();
+        let mut c = 0;
+        while c < order.len() {
+            let category = lines.category_key[order[c]];
+            let mut cell: Sums = [0, 0, 0, 0, 1];
+            let mut p = c;
+            while p < order.len() && lines.category_key[order[p]] == category {
+                let product = lines.product_key[order[p]];
+                let mut part = [0i64, 0, 1];
+                while p < order.len() && lines.product_key[order[p]] == product {
+                    let i = order[p];
+                    let line = [lines.revenue[i], lines.margin[i], 1, lines.quantity[i], 0];
+                    add(&mut cell, &line);
+                    part[0] += lines.revenue[i];
+                    part[1] += lines.quantity[i];
+                    p += 1;
+                }
+                let sums = products.entry(product).or_default();
+                for (a, b) in sums.iter_mut().zip(part) {
+                    *a += b;
+                }
+            }
+            c = p;
+            add(&mut total, &[cell[0], cell[1], cell[2], cell[3], 0]);
+            cat_keys.push(category);
+            cat_cents.push(cell[0]);
+            add(
+                cells.entry((date_key, region, category)).or_default(),
+                &cell,
+            );
+        }
+        add(
+            managers
+                .entry((lines.employee_key[first], month))
+                .or_default(),
+            &total,
+        );
+        let r = regions.entry((month, region)).or_default();
+        r[0] += total[0];
+        r[1] += 1;
+
+        let ordered = order.iter().map(|&i| lines.ordered_at[i]).min();
+        let completed = order.iter().filter_map(|&i| lines.completed_at[i]).max();
+        orders.row(ORDER_COLUMNS.len() as i16);
+        orders.i64(order_id);
+        orders.i64(lines.customer_key[first]);
+        orders.date(month);
+        orders.i32(date_key);
+        orders.i64(total[0]);
+        match (completed, ordered) {
+            (Some(done), Some(at)) => orders.i64(done - at),
+            _ => orders.null(),
+        }
+        orders.i32_array(&cat_keys);
+        orders.i64_array(&cat_cents);
+    }
+
+    let mut cell_buf = CopyBuf::with_capacity(cells.len() * 70 + 64);
+    for ((date_key, region, category), s) in &cells {
+        cell_buf.row(CELL_COLUMNS.len() as i16);
+        cell_buf.i32(*date_key);
+        cell_buf.i32(*region);
+        cell_buf.i32(*category);
+        for v in s {
+            cell_buf.i64(*v);
+        }
+    }
+    let rows = [orders.rows(), cell_buf.rows()];
+    let done = |b: CopyBuf| (b.rows() > 0).then(|| b.finish());
+    MartShare {
+        rows,
+        orders: done(orders),
+        cells: done(cell_buf),
+        small,
+    }
+}
+
+/// `mart_base.customer_month` columns in COPY order.
+pub const CUSTOMER_MONTH_COLUMNS: [&str; 10] = [
+    "customer_key",
+    "month",
+    "spend_cents",
+    "orders",
+    "median_hours_to_completion",
+    "top_category_key",
+    "first_day",
+    "last_day",
+    "category_keys",
+    "category_cents",
+];
+/// `mart_base.customer_total` columns in COPY order.
+pub const CUSTOMER_TOTAL_COLUMNS: [&str; 6] = [
+    "customer_key",
+    "lifetime_value_cents",
+    "orders",
+    "first_purchase",
+    "last_purchase",
+    "favorite_category_key",
+];
+/// `mart_base.cohort_activity` columns in COPY order.
+pub const COHORT_COLUMNS: [&str; 3] = ["cohort_month", "month", "customers"];
+
+/// One `mart_base.sales_order` row, as the customer aggregates read it.
+#[derive(Debug, Clone)]
+pub struct SalesOrder {
+    pub customer_key: i64,
+    /// First day of the month, days since 1970.
+    pub month: i32,
+    pub date_key: i32,
+    pub spend_cents: i64,
+    pub completion_micros: Option<i64>,
+    /// (category_key, cents), by category_key.
+    pub categories: Vec<(i32, i64)>,
+}
+
+/// The customer aggregates (customer_month, customer_total,
+/// cohort_activity) from every sales_order row in (customer_key, month)
+/// order, one customer in memory at a time: the definitions of
+/// `mart_base.recompute_customers`, computed in Rust for a backfill.
+pub struct CustomerBuilder {
+    /// category_key → its place in (name, category_key) order, the tie
+    /// break of top and favorite categories (the database's collation
+    /// decides name order, so the caller reads it from there).
+    name_rank: HashMap<i32, usize>,
+    months: CopyBuf,
+    totals: CopyBuf,
+    cohorts: std::collections::BTreeMap<(i32, i32), i64>,
+    /// The (customer, month) being read, with its orders.
+    key: Option<(i64, i32)>,
+    orders: Vec<SalesOrder>,
+    customer: Option<CustomerSoFar>,
+    finished: bool,
+}
+
+struct CustomerSoFar {
+    key: i64,
+    lifetime: i64,
+    orders: i64,
+    first_day: i32,
+    last_day: i32,
+    categories: std::collections::BTreeMap<i32, i64>,
+    months: Vec<i32>,
+}
+
+/// COPY streams of the customer aggregates.
+pub struct CustomerShare {
+    pub months: Option<Bytes>,
+    pub totals: Option<Bytes>,
+    pub cohorts: Option<Bytes>,
+    /// Rows in each stream, in the order above.
+    pub rows: [u64; 3],
+}
+
+/// YYYYMMDD → days since 1970 (0 for a date_key that is no date).
+fn day_of(date_key: i32) -> i32 {
+    NaiveDate::from_ymd_opt(
+        date_key / 10_000,
+        (date_key / 100 % 100) as u32,
+        (date_key % 100) as u32,
+    )
+    .map_or(0, |d| d.num_days_from_ce() - 719_163)
+}
+
+impl CustomerBuilder {
+    pub fn new(name_rank: HashMap<i32, usize>) -> Self {
+        CustomerBuilder {
+            name_rank,
+            months: CopyBuf::new(),
+            totals: CopyBuf::new(),
+            cohorts: Default::default(),
+            key: None,
+            orders: Vec::new(),
+            customer: None,
+            finished: false,
+        }
+    }
+
+    /// The category with the most cents; ties to the lowest name, then key.
+    fn top(&self, cents: &std::collections::BTreeMap<i32, i64>) -> i32 {
+        cents
+            .iter()
+            .min_by_key(|(k, c)| {
+                (
+                    std::cmp::Reverse(**c),
+                    self.name_rank.get(k).copied().unwrap_or(usize::MAX),
+                    **k,
+                )
+            })
+            .map_or(-1, |(k, _)| *k)
+    }
+
+    /// The next order; orders come in (customer_key, month) order.
+    pub fn push(&mut self, order: SalesOrder) {
+        let key = (order.customer_key, order.month);
+        if self.key != Some(key) {
+            self.end_month();
+            if self.customer.as_ref().map(|c| c.key) != Some(order.customer_key) {
+                self.end_customer();
+            }
+            self.key = Some(key);
+        }
+        self.orders.push(order);
+    }
+
+    fn end_month(&mut self) {
+        let Some((customer_key, month)) = self.key.take() else {
+            return;
+        };
+        let orders = std::mem::take(&mut self.orders);
+        let spend: i64 = orders.iter().map(|o| o.spend_cents).sum();
+        let mut done: Vec<i64> = orders.iter().filter_map(|o| o.completion_micros).collect();
+        done.sort_unstable();
+        let first_day = orders.iter().map(|o| o.date_key).min().map_or(0, day_of);
+        let last_day = orders.iter().map(|o| o.date_key).max().map_or(0, day_of);
+        let mut cents: std::collections::BTreeMap<i32, i64> = Default::default();
+        for (k, c) in orders.iter().flat_map(|o| &o.categories) {
+            *cents.entry(*k).or_default() += c;
+        }
+        let keys: Vec<i32> = cents.keys().copied().collect();
+        let values: Vec<i64> = cents.values().copied().collect();
+        let m = &mut self.months;
+        m.row(CUSTOMER_MONTH_COLUMNS.len() as i16);
+        m.i64(customer_key);
+        m.date(month);
+        m.i64(spend);
+        m.i64(orders.len() as i64);
+        match median_hours_cents(&done) {
+            Some(h) => m.numeric(h, 2),
+            None => m.null(),
+        }
+        let top = self.top(&cents);
+        let m = &mut self.months;
+        m.i32(top);
+        m.date(first_day);
+        m.date(last_day);
+        m.i32_array(&keys);
+        m.i64_array(&values);
+
+        let c = self.customer.get_or_insert_with(|| CustomerSoFar {
+            key: customer_key,
+            lifetime: 0,
+            orders: 0,
+            first_day,
+            last_day,
+            categories: Default::default(),
+            months: Vec::new(),
+        });
+        c.lifetime += spend;
+        c.orders += orders.len() as i64;
+        c.first_day = c.first_day.min(first_day);
+        c.last_day = c.last_day.max(last_day);
+        for (k, v) in cents {
+            *c.categories.entry(k).or_default() += v;
+        }
+        c.months.push(month);
+    }
+
+    fn end_customer(&mut self) {
+        let Some(c) = self.customer.take() else {
+            return;
+        };
+        let favorite = self.top(&c.categories);
+        let t = &mut self.totals;
+        t.row(CUSTOMER_TOTAL_COLUMNS.len() as i16);
+        t.i64(c.key);
+        t.i64(c.lifetime);
+        t.i64(c.orders);
+        t.date(c.first_day);
+        t.date(c.last_day);
+        t.i32(favorite);
+        // Cohorts: customers other than -1 (Unknown), by their first month.
+        if c.key != -1 {
+            let cohort = c.months.iter().copied().min().unwrap_or(0);
+            for month in c.months {
+                *self.cohorts.entry((cohort, month)).or_default() += 1;
+            }
+        }
+    }
+
+    /// Ends the last month and customer: every order has been pushed.
+    pub fn finish(&mut self) {
+        self.end_month();
+        self.end_customer();
+        self.finished = true;
+    }
+
+    /// The rows finished so far, as complete COPY streams (None: no row),
+    /// taken out of the builder; the cohorts only after [`Self::finish`].
+    pub fn take(&mut self) -> CustomerShare {
+        let done = |b: &mut CopyBuf| (b.rows() > 0).then(|| std::mem::take(b).finish());
+        let mut cohorts = CopyBuf::new();
+        if self.finished {
+            for ((cohort, month), n) in std::mem::take(&mut self.cohorts) {
+                cohorts.row(COHORT_COLUMNS.len() as i16);
+                cohorts.date(cohort);
+                cohorts.date(month);
+                cohorts.i64(n);
+            }
+        }
+        CustomerShare {
+            rows: [self.months.rows(), self.totals.rows(), cohorts.rows()],
+            months: done(&mut self.months),
+            totals: done(&mut self.totals),
+            cohorts: done(&mut cohorts),
+        }
+    }
+}
+
+/// The median of `micros` (sorted, no NULL) in hours, rounded half away
+/// from zero to 2 decimals, as hundredths of an hour: what
+/// `mart_base.median_hours` computes (the mean of the two middle values of
+/// an even count).
+pub fn median_hours_cents(sorted_micros: &[i64]) -> Option<i64> {
+    let n = sorted_micros.len();
+    if n == 0 {
+        return None;
+    }
+    let s = i128::from(sorted_micros[n.div_ceil(2) - 1]) + i128::from(sorted_micros[n / 2]);
+    // s / 2 µs = s / 7_200_000_000 h = s / 72_000_000 hundredths of an hour.
+    const PER: i128 = 72_000_000;
+    let (q, r) = (s / PER, s % PER);
+    let q = if r.abs() * 2 >= PER {
+        q + s.signum()
+    } else {
+        q
+    };
+    i64::try_from(q).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn months_are_days_since_1970() {
+        assert_eq!(month_days(19700115), Some(0));
+        assert_eq!(month_days(20000229), Some(10_957 + 31));
+        assert_eq!(month_days(20261301), None);
+    }
+
+    #[test]
+    fn medians_round_half_away_from_zero() {
+        const H: i64 = 3_600_000_000;
+        assert_eq!(median_hours_cents(&[]), None);
+        assert_eq!(median_hours_cents(&[H]), Some(100));
+        assert_eq!(median_hours_cents(&[H, 2 * H]), Some(150));
+        assert_eq!(median_hours_cents(&[0, H, 5 * H]), Some(100));
+        // 0.005 h = 18 s exactly: rounds up; one µs less rounds down.
+        assert_eq!(median_hours_cents(&[18_000_000]), Some(1));
+        assert_eq!(median_hours_cents(&[17_999_999]), Some(0));
+        assert_eq!(median_hours_cents(&[-18_000_000]), Some(-1));
+        assert_eq!(median_hours_cents(&[17_999_999, 18_000_001]), Some(1));
+    }
+
+    /// (order, date_key, product, category, status, quantity, revenue, margin)
+    type Line = (i64, i32, i64, i32, i32, i64, i64, i64);
+
+    fn lines_share(rows: &[Line]) -> MartShare {
+        let n = rows.len();
+        let col = |f: &dyn Fn(&Line) -> i64| -> Vec<i64> { rows.iter().map(f).collect() };
+        let order_id = col(&|r| r.0);
+        let date_key: Vec<i32> = rows.iter().map(|r| r.1).collect();
+        let product_key = col(&|r| r.2);
+        let category_key: Vec<i32> = rows.iter().map(|r| r.3).collect();
+        let status: Vec<i32> = rows.iter().map(|r| r.4).collect();
+        let quantity = col(&|r| r.5);
+        let revenue = col(&|r| r.6);
+        let margin = col(&|r| r.7);
+        let customer_key = vec![9i64; n];
+        let small = vec![1i32; n];
+        let ordered_at = vec![0i64; n];
+        let completed_at = vec![Some(3_600_000_000i64); n];
+        share(&SaleLines {
+            order_id: &order_id,
+            date_key: &date_key,
+            product_key: &product_key,
+            customer_key: &customer_key,
+            employee_key: &small,
+            region_key: &small,
+            category_key: &category_key,
+            status: &status,
+            ordered_at: &ordered_at,
+            completed_at: &completed_at,
+            quantity: &quantity,
+            revenue: &revenue,
+            margin: &margin,
+        })
+    }
+
+    fn order(customer: i64, month: i32, day: i32, cats: &[(i32, i64)]) -> SalesOrder {
+        SalesOrder {
+            customer_key: customer,
+            month,
+            date_key: 20260100 + day,
+            spend_cents: cats.iter().map(|c| c.1).sum(),
+            completion_micros: Some(i64::from(day) * 3_600_000_000),
+            categories: cats.to_vec(),
+        }
+    }
+
+    #[test]
+    fn customers_stream_into_months_totals_and_cohorts() {
+        // Category 7 sorts before 3 by name: it wins ties.
+        let rank = HashMap::from([(7, 0), (3, 1), (5, 2)]);
+        let mut b = CustomerBuilder::new(rank);
+        // Customer 1: month A ties 3 and 7 (7 wins by name); month B.
+        b.push(order(1, 100, 1, &[(3, 500), (5, 100)]));
+        b.push(order(1, 100, 2, &[(7, 500)]));
+        b.push(order(1, 131, 3, &[(5, 50)]));
+        // Customer -1 (Unknown): in months and totals, not in cohorts.
+        b.push(order(-1, 100, 4, &[(5, 10)]));
+        b.push(order(2, 131, 5, &[(3, 70)]));
+        let top_of_a = b.top(&std::collections::BTreeMap::from([
+            (3, 500),
+            (5, 100),
+            (7, 500),
+        ]));
+        assert_eq!(top_of_a, 7);
+        b.finish();
+        let share = b.take();
+        // Months: (1, A), (1, B), (-1, A), (2, B); totals: 1, -1, 2;
+        // cohorts: (A, A) 1, (A, B) 1, (B, B) 1.
+        assert_eq!(share.rows, [4, 3, 3]);
+    }
+
+    #[test]
+    fn cancelled_and_returned_lines_count_nowhere() {
+        let cancelled = ORDER_STATUSES
+            .iter()
+            .position(|s| *s == "cancelled")
+            .unwrap() as i32;
+        let returned = ORDER_STATUSES
+            .iter()
+            .position(|s| *s == "returned")
+            .unwrap() as i32;
+        let share = lines_share(&[
+            (1, 20260105, 10, 1, cancelled, 1, 100, 10),
+            (2, 20260105, 10, 1, returned, 1, 100, 10),
+        ]);
+        assert!(share.orders.is_none() && share.cells.is_none());
+        assert_eq!(share.small.rows(), [0, 0, 0]);
+    }
+
+    #[test]
+    fn one_row_per_order_and_cell() {
+        let paid = 1;
+        let share = lines_share(&[
+            (2, 20260105, 11, 1, paid, 2, 300, 30),
+            (1, 20260105, 10, 1, paid, 1, 100, 10),
+            (1, 20260105, 10, 1, paid, 3, 50, 5),
+            (1, 20260105, 12, 2, paid, 1, 70, 7),
+        ]);
+        // Two orders; cells (day, region 1, category 1) and (…, category 2);
+        // one manager month, one region month; products 10, 11, 12.
+        assert_eq!(share.rows, [2, 2]);
+        assert_eq!(share.small.rows(), [1, 1, 3]);
+        // Added to itself: the same keys, twice the sums.
+        let mut twice = share.small.clone();
+        twice.add(&share.small);
+        assert_eq!(twice.rows(), [1, 1, 3]);
+        assert_eq!(twice.products[&10], [300, 8, 2]);
+        assert!(share.orders.is_some() && share.cells.is_some());
+    }
+}
