@@ -32,8 +32,15 @@
 --   * The pipeline keeps the aggregates equal to their definition over
 --     fact_sales, inside its own transaction, so readers never wait and
 --     never see half a run:
---       - backfill calls mart_base.rebuild(): every aggregate recomputed
---         from fact_sales in one pass over it;
+--       - backfill computes them while its chunks pass (salesdwh, in Rust:
+--         src/transform/marts.rs): each chunk writes its orders' sales_order
+--         rows and its sales_cell partial sums (sales_cell_part) in its own
+--         transaction and adds its small sums up in memory; after the load
+--         fold_parts and prepare_customers/customers_written (the customer
+--         aggregates computed from sales_order) finish them, and
+--         finish_parts marks them built in the last transaction. A resumed
+--         backfill calls mart_base.rebuild(): every aggregate recomputed
+--         from fact_sales in SQL;
 --       - sync hands the orders it is about to change to
 --         mart_base.capture(order_ids) / capture_products(product_ids),
 --         which keep a copy of their current fact rows, and at the end calls
