@@ -203,7 +203,7 @@ pub async fn build_customers(tx: &tokio_postgres::Transaction<'_>) -> Result<(),
     let mut counts = [0u64; 3];
     loop {
         let rows = tx
-            .query("FETCH 50000 FROM mart_orders", &[])
+            .query("FETCH 10000 FROM mart_orders", &[])
             .await
             .map_err(read)?;
         let last = rows.is_empty();
