@@ -61,6 +61,8 @@ pub enum Upkeep {
     Untouched,
     /// Recomputed from fact_sales.
     Rebuilt,
+    /// Computed by a backfill from its chunks as they were loaded.
+    Built,
     /// The changed orders' difference applied.
     Updated,
     /// Facts changed, marts not maintained (`--no-refresh-marts`).
@@ -73,6 +75,7 @@ impl Upkeep {
         match self {
             Upkeep::Untouched => "no data row changed, marts left as they are",
             Upkeep::Rebuilt => "marts rebuilt",
+            Upkeep::Built => "marts built with the load",
             Upkeep::Updated => "marts updated with the changed orders",
             Upkeep::Stale => {
                 "marts NOT refreshed (--no-refresh-marts): the next run that refreshes them rebuilds them"
@@ -270,7 +273,7 @@ pub async fn build_customers(tx: &tokio_postgres::Transaction<'_>) -> Result<(),
 /// final transaction): the parts go, the aggregates are marked built.
 pub async fn finish_parts<C: GenericClient + Sync>(client: &C) -> Result<Upkeep, MartsError> {
     call(client, "finish", "SELECT mart_base.finish_parts()", &[]).await?;
-    Ok(Upkeep::Rebuilt)
+    Ok(Upkeep::Built)
 }
 
 /// Where a backfill chunk's share of the aggregates is COPYed, in the

@@ -130,6 +130,7 @@ async fn every_row_matches_spec_to_the_cent() {
     let summary = stdout(&out);
     assert!(summary.contains("succeeded"), "{summary}");
     assert!(summary.contains("rejected item_bad_quantity"), "{summary}");
+    assert!(summary.contains("marts built with the load"), "{summary}");
 
     let mut my = dbs.my().await;
     let pg = dbs.pg().await;
@@ -417,6 +418,8 @@ async fn kill_9_at_any_point_then_rerun_gives_the_uninterrupted_warehouse() {
         "{summary}"
     );
     assert!(!summary.contains("(0 resumed"), "{summary}");
+    // The sums the dead attempts kept in memory are gone: SQL rebuild.
+    assert!(summary.contains("marts rebuilt"), "{summary}");
     assert_eq!(fingerprint(&pg).await, expected);
     // The marts from the parts of all attempts' chunks, none counted twice.
     let mut pg = pg;
