@@ -126,11 +126,33 @@ pub async fn start_parts<C: GenericClient + Sync>(client: &C) -> Result<(), Mart
     Ok(())
 }
 
+/// `work` on `client` in a transaction of its own, committed.
+async fn in_transaction<T>(
+    client: &mut tokio_postgres::Client,
+    work: impl for<'t> AsyncFnOnce(&'t tokio_postgres::Transaction<'_>) -> Result<T, MartsError>,
+) -> Result<T, MartsError> {
+    let failed = |source| MartsError {
+        what: "commit",
+        source,
+    };
+    let tx = client.transaction().await.map_err(failed)?;
+    let out = work(&tx).await?;
+    tx.commit().await.map_err(failed)?;
+    Ok(out)
+}
+
 /// The additive aggregates: sales_cell from the backfill chunks' parts,
-/// the small ones from their sums over every chunk (`small`). Idempotent;
-/// the backfill runs it in a transaction of its own, beside the fact
-/// indexes and [`build_customers`].
+/// the small ones from their sums over every chunk (`small`), in a
+/// transaction of its own (idempotent): the backfill runs it beside the
+/// fact indexes and [`build_customers`].
 pub async fn fold_parts(
+    client: &mut tokio_postgres::Client,
+    small: &tm::SmallAggregates,
+) -> Result<(), MartsError> {
+    in_transaction(client, async |tx| fold_parts_in(tx, small).await).await
+}
+
+async fn fold_parts_in(
     tx: &tokio_postgres::Transaction<'_>,
     small: &tm::SmallAggregates,
 ) -> Result<(), MartsError> {
@@ -166,8 +188,12 @@ pub async fn fold_parts(
 /// read once in (customer, month) order and computed here
 /// ([`tm::CustomerBuilder`]: several times faster than the same in SQL,
 /// where medians, tie breaks and per-category sums each cost a pass).
-/// Idempotent; in a transaction of its own, like [`fold_parts`].
-pub async fn build_customers(tx: &tokio_postgres::Transaction<'_>) -> Result<(), MartsError> {
+/// In a transaction of its own (idempotent), like [`fold_parts`].
+pub async fn build_customers(client: &mut tokio_postgres::Client) -> Result<(), MartsError> {
+    in_transaction(client, async |tx| build_customers_in(tx).await).await
+}
+
+async fn build_customers_in(tx: &tokio_postgres::Transaction<'_>) -> Result<(), MartsError> {
     call(
         tx,
         "prepare the customers of",

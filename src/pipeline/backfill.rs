@@ -397,17 +397,10 @@ async fn body(
         if build_marts {
             tracing::info!("adding up the marts' parts");
             let mut conn = pool.get().await.map_err(LoadError::Pool)?;
-            let tx = conn
-                .transaction()
-                .await
-                .map_err(LoadError::pg("building the marts"))?;
             let small = small.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            crate::marts::fold_parts(&tx, &small)
+            crate::marts::fold_parts(&mut conn, &small)
                 .await
                 .map_err(PipelineError::Marts)?;
-            tx.commit()
-                .await
-                .map_err(LoadError::pg("building the marts"))?;
         }
         Ok::<(), PipelineError>(())
     };
@@ -415,16 +408,9 @@ async fn body(
         if build_marts {
             tracing::info!("computing the customer marts");
             let mut conn = pool.get().await.map_err(LoadError::Pool)?;
-            let tx = conn
-                .transaction()
-                .await
-                .map_err(LoadError::pg("building the customer marts"))?;
-            crate::marts::build_customers(&tx)
+            crate::marts::build_customers(&mut conn)
                 .await
                 .map_err(PipelineError::Marts)?;
-            tx.commit()
-                .await
-                .map_err(LoadError::pg("building the customer marts"))?;
         }
         Ok::<(), PipelineError>(())
     };
