@@ -21,6 +21,8 @@
 //! maintained them, the `mart_base` tables equal what `rebuild` computes
 //! from the committed fact_sales.
 
+use std::collections::HashMap;
+
 use bytes::Bytes;
 use futures::SinkExt;
 use tokio_postgres::GenericClient;
@@ -203,19 +205,7 @@ async fn build_customers_in(tx: &tokio_postgres::Transaction<'_>) -> Result<(), 
     .await?;
     let started = std::time::Instant::now();
     let failed = |what: &'static str| move |source| MartsError { what, source };
-    let ranks = tx
-        .query(
-            "SELECT category_key FROM dwh.dim_category ORDER BY name, category_key",
-            &[],
-        )
-        .await
-        .map_err(failed("read the categories for"))?;
-    let name_rank = ranks
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (r.get::<_, i32>(0), i))
-        .collect();
-    let mut builder = tm::CustomerBuilder::new(name_rank);
+    let mut builder = tm::CustomerBuilder::new(name_ranks(tx).await?);
     // Through a cursor, a batch at a time, each batch's finished months
     // COPYed before the next is fetched: memory stays flat however many
     // orders there are (a query's rows and a COPY cannot interleave on one
@@ -237,16 +227,7 @@ async fn build_customers_in(tx: &tokio_postgres::Transaction<'_>) -> Result<(), 
             .map_err(read)?;
         let last = rows.is_empty();
         for row in rows {
-            let keys: Vec<i32> = row.get(5);
-            let cents: Vec<i64> = row.get(6);
-            builder.push(tm::SalesOrder {
-                customer_key: row.get(0),
-                month: row.get(1),
-                date_key: row.get(2),
-                spend_cents: row.get(3),
-                completion_micros: row.get(4),
-                categories: keys.into_iter().zip(cents).collect(),
-            });
+            builder.push(sales_order(&row));
         }
         if last {
             builder.finish();
@@ -314,9 +295,32 @@ pub fn share_streams(
     ]
 }
 
-/// `COPY table (columns) FROM STDIN (FORMAT binary)` of one whole stream.
-async fn copy_stream(
-    tx: &tokio_postgres::Transaction<'_>,
+/// category_key → its place in (name, category_key) order: the tie break
+/// of top and favorite categories, in the database's collation.
+async fn name_ranks<C: GenericClient + Sync>(
+    client: &C,
+) -> Result<HashMap<i32, usize>, MartsError> {
+    let rows = client
+        .query(
+            "SELECT category_key FROM dwh.dim_category ORDER BY name, category_key",
+            &[],
+        )
+        .await
+        .map_err(|source| MartsError {
+            what: "read the categories for",
+            source,
+        })?;
+    Ok(rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.get::<_, i32>(0), i))
+        .collect())
+}
+
+/// `COPY table (columns) FROM STDIN (FORMAT binary)` of one whole stream,
+/// in the client's transaction.
+async fn copy_stream<C: GenericClient + Sync>(
+    client: &C,
     table: &str,
     columns: &[&str],
     data: Bytes,
@@ -327,7 +331,7 @@ async fn copy_stream(
         "COPY {table} ({}) FROM STDIN (FORMAT binary)",
         ident_list(Dialect::Postgres, columns)
     );
-    let sink = tx.copy_in(&sql).await.map_err(failed)?;
+    let sink = client.client().copy_in(&sql).await.map_err(failed)?;
     futures::pin_mut!(sink);
     sink.send(data).await.map_err(failed)?;
     sink.finish().await.map_err(failed)
@@ -385,19 +389,185 @@ pub async fn apply_changes<C: GenericClient + Sync>(
     client: &C,
     names_changed: bool,
 ) -> Result<Upkeep, MartsError> {
-    let rebuilt: bool = call(
-        client,
-        "update",
-        "SELECT mart_base.apply_changes($1)",
-        &[&names_changed],
-    )
-    .await?
-    .get(0);
-    Ok(if rebuilt {
-        Upkeep::Rebuilt
+    let rebuilt: bool = call(client, "update", "SELECT mart_base.apply_changes()", &[])
+        .await?
+        .get(0);
+    if rebuilt {
+        return Ok(Upkeep::Rebuilt);
+    }
+    if names_changed {
+        call(
+            client,
+            "recompute the customers of",
+            "SELECT mart_base.recompute_customers()",
+            &[],
+        )
+        .await?;
     } else {
-        Upkeep::Updated
-    })
+        recompute_pairs(client).await?;
+    }
+    call(client, "finish", "SELECT mart_base.changes_applied()", &[]).await?;
+    Ok(Upkeep::Updated)
+}
+
+/// The customer aggregates of the (customer, month) pairs in temp table
+/// mart_pairs (the changed orders' pairs, before and after): those
+/// customer_month rows from their orders in sales_order, then those
+/// customers' totals from all their months, and the change of their cohort
+/// counts; what `mart_base.recompute_customers` gives, for them only.
+async fn recompute_pairs<C: GenericClient + Sync>(client: &C) -> Result<(), MartsError> {
+    let started = std::time::Instant::now();
+    let read = |source| MartsError {
+        what: "read the changed customers for",
+        source,
+    };
+    // (Outside a transaction the temp table is gone already: nothing to do.)
+    let keys: Vec<i64> = client
+        .query_one(
+            "SELECT CASE WHEN to_regclass('pg_temp.mart_pairs') IS NOT NULL \
+                    THEN mart_base.pair_customers() END",
+            &[],
+        )
+        .await
+        .map_err(read)?
+        .get::<_, Option<Vec<i64>>>(0)
+        .unwrap_or_default();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let ranks = name_ranks(client).await?;
+    // Their months as they were: their cohort counts before.
+    let mut before = tm::CustomerBuilder::new(ranks.clone());
+    for r in client
+        .query(
+            "SELECT customer_key, month - date '1970-01-01' FROM mart_base.customer_month \
+             WHERE customer_key = ANY($1) ORDER BY 1, 2",
+            &[&keys],
+        )
+        .await
+        .map_err(read)?
+    {
+        before.push_month(tm::MonthRow {
+            customer_key: r.get(0),
+            month: r.get(1),
+            ..Default::default()
+        });
+    }
+    before.finish();
+    call(
+        client,
+        "replace the changed customers in",
+        "SELECT mart_base.replace_pairs()",
+        &[],
+    )
+    .await?;
+    // The pairs' months from their orders.
+    let mut pairs = tm::CustomerBuilder::new(ranks.clone());
+    for r in client
+        .query(
+            "SELECT s.customer_key, s.month - date '1970-01-01', s.date_key, s.spend_cents, \
+                    s.completion_micros, s.category_keys, s.category_cents \
+             FROM pg_temp.mart_pairs w \
+             JOIN mart_base.sales_order s ON s.customer_key = w.customer_key AND s.month = w.month \
+             ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .map_err(read)?
+    {
+        pairs.push(sales_order(&r));
+    }
+    pairs.finish();
+    if let Some(months) = pairs.take().months {
+        copy_stream(
+            client,
+            "mart_base.customer_month",
+            &tm::CUSTOMER_MONTH_COLUMNS,
+            months,
+            "write the changed customers of",
+        )
+        .await?;
+    }
+    // Their totals and cohorts from all their months now.
+    let mut after = tm::CustomerBuilder::new(ranks);
+    for r in client
+        .query(
+            "SELECT customer_key, month - date '1970-01-01', spend_cents, orders, \
+                    first_day - date '1970-01-01', last_day - date '1970-01-01', \
+                    category_keys, category_cents \
+             FROM mart_base.customer_month WHERE customer_key = ANY($1) ORDER BY 1, 2",
+            &[&keys],
+        )
+        .await
+        .map_err(read)?
+    {
+        let cats: Vec<i32> = r.get(6);
+        let cents: Vec<i64> = r.get(7);
+        after.push_month(tm::MonthRow {
+            customer_key: r.get(0),
+            month: r.get(1),
+            spend_cents: r.get(2),
+            orders: r.get(3),
+            first_day: r.get(4),
+            last_day: r.get(5),
+            categories: cats.into_iter().zip(cents).collect(),
+        });
+    }
+    after.finish();
+    let mut delta = after.cohort_counts().clone();
+    for (k, n) in before.cohort_counts() {
+        *delta.entry(*k).or_default() -= n;
+    }
+    delta.retain(|_, n| *n != 0);
+    if let Some(totals) = after.take().totals {
+        copy_stream(
+            client,
+            "mart_base.customer_total",
+            &tm::CUSTOMER_TOTAL_COLUMNS,
+            totals,
+            "write the changed customers of",
+        )
+        .await?;
+    }
+    if let Some(cohorts) = tm::cohort_stream(&delta) {
+        copy_stream(
+            client,
+            "pg_temp.mart_cohort_delta",
+            &tm::COHORT_COLUMNS,
+            cohorts,
+            "write the changed cohorts of",
+        )
+        .await?;
+    }
+    call(
+        client,
+        "update the cohorts of",
+        "SELECT mart_base.apply_cohort_delta()",
+        &[],
+    )
+    .await?;
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        customers = keys.len(),
+        "changed customers recomputed"
+    );
+    Ok(())
+}
+
+/// A sales_order row as the customer aggregates read it (the columns
+/// customer_key, month as days since 1970, date_key, spend_cents,
+/// completion_micros, category_keys, category_cents).
+fn sales_order(row: &tokio_postgres::Row) -> tm::SalesOrder {
+    let keys: Vec<i32> = row.get(5);
+    let cents: Vec<i64> = row.get(6);
+    tm::SalesOrder {
+        customer_key: row.get(0),
+        month: row.get(1),
+        date_key: row.get(2),
+        spend_cents: row.get(3),
+        completion_micros: row.get(4),
+        categories: keys.into_iter().zip(cents).collect(),
+    }
 }
 
 #[cfg(test)]

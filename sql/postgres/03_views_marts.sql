@@ -500,114 +500,86 @@ BEGIN
 END
 $fn$;
 
--- Recomputes customer_month for the (customer, month) pairs of temp table
--- mart_pairs from sales_order, then customer_total and cohort_activity of
--- their customers from customer_month. all_pairs: every pair, from scratch
--- (mart_pairs unused).
-CREATE OR REPLACE FUNCTION mart_base.recompute_customers(all_pairs boolean)
+-- Recomputes customer_month from sales_order, then customer_total and
+-- cohort_activity from customer_month: every customer, in SQL (the
+-- reference definition: rebuild() uses it, and sync after a category
+-- rename, since top and favorite categories break ties by name). A
+-- backfill computes the same in Rust from sales_order (src/marts.rs
+-- build_customers), and sync the pairs its orders touched
+-- (src/marts.rs recompute_pairs); the tests compare both with this.
+CREATE OR REPLACE FUNCTION mart_base.recompute_customers()
 RETURNS void
 LANGUAGE plpgsql
 AS $fn$
-DECLARE
-    keys bigint[];
-    -- Their customers only, by the customer_key indexes (no "OR $1 IS
-    -- NULL": that would cost every run a full scan).
-    which text := CASE WHEN all_pairs THEN 'true' ELSE 'customer_key = ANY($1)' END;
-    cohorts text := format($q$
-        SELECT min(month) OVER (PARTITION BY customer_key) AS cohort_month, month
-        FROM mart_base.customer_month
-        WHERE customer_key <> -1 AND %s$q$, which);
-    orders text := 'mart_base.sales_order';
 BEGIN
-    PERFORM mart_base.drop_temp('mart_cohort_old', 'mart_cohort_new', 'mart_pair_orders');
-    IF all_pairs THEN
-        TRUNCATE mart_base.customer_month, mart_base.customer_total;
-    ELSE
-        SELECT array_agg(DISTINCT customer_key) INTO keys FROM pg_temp.mart_pairs;
-        IF keys IS NULL THEN
-            RETURN;
-        END IF;
-        EXECUTE 'CREATE TEMP TABLE mart_cohort_old ON COMMIT DROP AS ' || cohorts USING keys;
-        DELETE FROM mart_base.customer_month m USING pg_temp.mart_pairs w
-        WHERE m.customer_key = w.customer_key AND m.month = w.month;
-        DELETE FROM mart_base.customer_total WHERE customer_key = ANY(keys);
-        -- The orders of those pairs, read once for both halves below.
-        CREATE TEMP TABLE mart_pair_orders ON COMMIT DROP AS
-        SELECT s.* FROM pg_temp.mart_pairs w
-        JOIN mart_base.sales_order s ON s.customer_key = w.customer_key AND s.month = w.month;
-        orders := 'pg_temp.mart_pair_orders';
-    END IF;
+    TRUNCATE mart_base.customer_month, mart_base.customer_total;
     -- top_category: most revenue in the month; ties to the lowest category
-    -- name, then key (a category rename recomputes every customer: sync).
-    -- The month's revenue per category is kept (category_keys/_cents) for
-    -- the favorite category over all months.
-    EXECUTE format($q$
-        INSERT INTO mart_base.customer_month (customer_key, month, spend_cents, orders,
-                                              median_hours_to_completion, top_category_key,
-                                              first_day, last_day, category_keys, category_cents)
-        SELECT m.customer_key, m.month, m.spend, m.orders, m.median, t.category_key,
-               m.first_day, m.last_day, t.keys, t.cents
+    -- name, then key. The month's revenue per category is kept
+    -- (category_keys/_cents) for the favorite category over all months.
+    INSERT INTO mart_base.customer_month (customer_key, month, spend_cents, orders,
+                                          median_hours_to_completion, top_category_key,
+                                          first_day, last_day, category_keys, category_cents)
+    SELECT m.customer_key, m.month, m.spend, m.orders, m.median, t.category_key,
+           m.first_day, m.last_day, t.keys, t.cents
+    FROM (
+        SELECT s.customer_key, s.month,
+               mart_base.sum8(s.spend_cents) AS spend, count(*) AS orders,
+               -- Orders not completed (NULL) are ignored.
+               mart_base.median_hours(array_agg(s.completion_micros
+                                                ORDER BY s.completion_micros)
+                   FILTER (WHERE s.completion_micros IS NOT NULL)) AS median,
+               mart_base.day_of(min(s.date_key)) AS first_day,
+               mart_base.day_of(max(s.date_key)) AS last_day
+        FROM mart_base.sales_order s
+        GROUP BY s.customer_key, s.month
+    ) m
+    JOIN (
+        SELECT b.customer_key, b.month,
+               (array_agg(b.category_key ORDER BY b.revenue DESC, c.name, c.category_key))[1]
+                   AS category_key,
+               array_agg(b.category_key ORDER BY b.category_key) AS keys,
+               array_agg(b.revenue ORDER BY b.category_key) AS cents
         FROM (
-            SELECT s.customer_key, s.month,
-                   mart_base.sum8(s.spend_cents) AS spend, count(*) AS orders,
-                   -- Orders not completed (NULL) are ignored.
-                   mart_base.median_hours(array_agg(s.completion_micros
-                                                    ORDER BY s.completion_micros)
-                       FILTER (WHERE s.completion_micros IS NOT NULL)) AS median,
-                   mart_base.day_of(min(s.date_key)) AS first_day,
-                   mart_base.day_of(max(s.date_key)) AS last_day
-            FROM %1$s s
-            GROUP BY s.customer_key, s.month
-        ) m
-        JOIN (
-            SELECT b.customer_key, b.month,
-                   (array_agg(b.category_key ORDER BY b.revenue DESC, c.name, c.category_key))[1]
-                       AS category_key,
-                   array_agg(b.category_key ORDER BY b.category_key) AS keys,
-                   array_agg(b.revenue ORDER BY b.category_key) AS cents
-            FROM (
-                SELECT s.customer_key, s.month, u.category_key, mart_base.sum8(u.cents) AS revenue
-                FROM %1$s s,
-                     unnest(s.category_keys, s.category_cents) AS u(category_key, cents)
-                GROUP BY s.customer_key, s.month, u.category_key
-            ) b
-            JOIN dwh.dim_category c ON c.category_key = b.category_key
-            GROUP BY b.customer_key, b.month
-        ) t ON t.customer_key = m.customer_key AND t.month = m.month$q$,
-        orders);
-    EXECUTE format($q$
-        INSERT INTO mart_base.customer_total (customer_key, lifetime_value_cents, orders,
-                                              first_purchase, last_purchase,
-                                              favorite_category_key)
-        SELECT o.customer_key, o.lifetime_value, o.orders, o.first_day, o.last_day, f.category_key
+            SELECT s.customer_key, s.month, u.category_key, mart_base.sum8(u.cents) AS revenue
+            FROM mart_base.sales_order s,
+                 unnest(s.category_keys, s.category_cents) AS u(category_key, cents)
+            GROUP BY s.customer_key, s.month, u.category_key
+        ) b
+        JOIN dwh.dim_category c ON c.category_key = b.category_key
+        GROUP BY b.customer_key, b.month
+    ) t ON t.customer_key = m.customer_key AND t.month = m.month;
+
+    INSERT INTO mart_base.customer_total (customer_key, lifetime_value_cents, orders,
+                                          first_purchase, last_purchase, favorite_category_key)
+    SELECT o.customer_key, o.lifetime_value, o.orders, o.first_day, o.last_day, f.category_key
+    FROM (
+        SELECT customer_key, mart_base.sum8(spend_cents) AS lifetime_value,
+               mart_base.sum8(orders) AS orders, min(first_day) AS first_day,
+               max(last_day) AS last_day
+        FROM mart_base.customer_month
+        GROUP BY customer_key
+    ) o
+    JOIN (
+        SELECT b.customer_key,
+               (array_agg(b.category_key ORDER BY b.revenue DESC, c.name, c.category_key))[1]
+                   AS category_key
         FROM (
-            SELECT customer_key, mart_base.sum8(spend_cents) AS lifetime_value,
-                   mart_base.sum8(orders) AS orders, min(first_day) AS first_day,
-                   max(last_day) AS last_day
-            FROM mart_base.customer_month
-            WHERE %1$s
-            GROUP BY customer_key
-        ) o
-        JOIN (
-            SELECT b.customer_key,
-                   (array_agg(b.category_key ORDER BY b.revenue DESC, c.name, c.category_key))[1]
-                       AS category_key
-            FROM (
-                SELECT m.customer_key, u.category_key, mart_base.sum8(u.cents) AS revenue
-                FROM mart_base.customer_month m,
-                     unnest(m.category_keys, m.category_cents) AS u(category_key, cents)
-                WHERE %1$s
-                GROUP BY m.customer_key, u.category_key
-            ) b
-            JOIN dwh.dim_category c ON c.category_key = b.category_key
-            GROUP BY b.customer_key
-        ) f ON f.customer_key = o.customer_key$q$, which) USING keys;
-    EXECUTE 'CREATE TEMP TABLE mart_cohort_new ON COMMIT DROP AS ' || cohorts USING keys;
-    PERFORM mart_base.merge('cohort_activity', '{cohort_month,month}', '{customers}',
-        $q$SELECT cohort_month, month, count(*) AS customers
-           FROM %1$I GROUP BY cohort_month, month$q$,
-        'mart_cohort_new', CASE WHEN NOT all_pairs THEN 'mart_cohort_old' END);
-    PERFORM mart_base.drop_temp('mart_cohort_old', 'mart_cohort_new', 'mart_pair_orders');
+            SELECT m.customer_key, u.category_key, mart_base.sum8(u.cents) AS revenue
+            FROM mart_base.customer_month m,
+                 unnest(m.category_keys, m.category_cents) AS u(category_key, cents)
+            GROUP BY m.customer_key, u.category_key
+        ) b
+        JOIN dwh.dim_category c ON c.category_key = b.category_key
+        GROUP BY b.customer_key
+    ) f ON f.customer_key = o.customer_key;
+
+    -- Cohorts: customers other than -1 (Unknown), by their first month.
+    TRUNCATE mart_base.cohort_activity;
+    INSERT INTO mart_base.cohort_activity (cohort_month, month, customers)
+    SELECT cohort_month, month, count(*)
+    FROM (SELECT min(month) OVER (PARTITION BY customer_key) AS cohort_month, month
+          FROM mart_base.customer_month WHERE customer_key <> -1) c
+    GROUP BY cohort_month, month;
 END
 $fn$;
 
@@ -657,7 +629,7 @@ LANGUAGE plpgsql
 AS $fn$
 BEGIN
     PERFORM mart_base.restore_order_indexes();
-    PERFORM mart_base.recompute_customers(true);
+    PERFORM mart_base.recompute_customers();
     TRUNCATE mart_base.sales_cell_part;  -- of a backfill that fell back to this
     PERFORM mart_base.mark_built();
 END
@@ -808,11 +780,15 @@ END
 $fn$;
 
 -- Brings the aggregates up to date with the fact rows of the captured
--- orders (sync, at the end of its transaction). names_changed: a category
--- was renamed, which may change top and favorite categories (their ties go
--- by name): every customer is recomputed. Stale aggregates are rebuilt
--- instead. Returns whether it rebuilt them.
-CREATE OR REPLACE FUNCTION mart_base.apply_changes(names_changed boolean)
+-- orders (sync, at the end of its transaction): the additive ones take the
+-- difference, sales_order the orders' new rows, and temp table mart_pairs
+-- lists the (customer, month) pairs of those orders before and after (empty
+-- when nothing was captured). salesdwh then recomputes those pairs and
+-- their customers (src/marts.rs recompute_pairs: replace_pairs, COPY,
+-- apply_cohort_delta), or every customer after a category rename
+-- (recompute_customers), then calls changes_applied. Stale aggregates are
+-- rebuilt instead; returns whether it rebuilt them.
+CREATE OR REPLACE FUNCTION mart_base.apply_changes()
 RETURNS boolean
 LANGUAGE plpgsql
 SET work_mem = '64MB'
@@ -825,36 +801,85 @@ BEGIN
         PERFORM mart_base.rebuild();
         RETURN true;
     END IF;
+    PERFORM mart_base.drop_temp('mart_now', 'mart_pairs');
+    CREATE TEMP TABLE mart_pairs (customer_key bigint, month date) ON COMMIT DROP;
     IF to_regclass('pg_temp.mart_touched') IS NOT NULL THEN
         SELECT array_agg(order_id) INTO touched FROM pg_temp.mart_touched;
     END IF;
     IF touched IS NOT NULL THEN
         -- Their fact rows now, read once (by the order_id index).
-        PERFORM mart_base.drop_temp('mart_now', 'mart_pairs');
         CREATE TEMP TABLE mart_now ON COMMIT DROP AS
         SELECT * FROM dwh.fact_sales WHERE order_id = ANY(touched);
         PERFORM mart_base.build_parts('pg_temp.mart_now', 'mart_new');
         PERFORM mart_base.build_parts('pg_temp.mart_old', 'mart_was');
         PERFORM mart_base.merge_additive('mart_new', 'mart_was');
         PERFORM mart_base.store_orders('mart_new', touched);
-        -- The (customer, month) pairs of the orders before and after.
-        CREATE TEMP TABLE mart_pairs ON COMMIT DROP AS
+        INSERT INTO pg_temp.mart_pairs
         SELECT DISTINCT customer_key, mart_base.month_of(date_key) AS month
         FROM (SELECT customer_key, date_key FROM pg_temp.mart_new_orders
               UNION ALL
               SELECT customer_key, date_key FROM pg_temp.mart_was_orders) c;
         ANALYZE pg_temp.mart_pairs;
     END IF;
-    IF names_changed THEN
-        PERFORM mart_base.recompute_customers(true);
-    ELSIF touched IS NOT NULL THEN
-        PERFORM mart_base.recompute_customers(false);
-    END IF;
+    RETURN false;
+END
+$fn$;
+
+-- Sync, after reading the old months of the pairs' customers: their
+-- pairs' customer_month rows and their customer_total rows go (salesdwh
+-- COPYs the new ones), and temp table mart_cohort_delta awaits the change
+-- of their cohort counts.
+CREATE OR REPLACE FUNCTION mart_base.replace_pairs()
+RETURNS void
+LANGUAGE plpgsql
+AS $fn$
+BEGIN
+    DELETE FROM mart_base.customer_month m USING pg_temp.mart_pairs w
+    WHERE m.customer_key = w.customer_key AND m.month = w.month;
+    DELETE FROM mart_base.customer_total
+    WHERE customer_key IN (SELECT customer_key FROM pg_temp.mart_pairs);
+    PERFORM mart_base.drop_temp('mart_cohort_delta');
+    CREATE TEMP TABLE mart_cohort_delta (cohort_month date, month date, customers bigint)
+        ON COMMIT DROP;
+END
+$fn$;
+
+-- The customers of temp table mart_pairs (none: an empty array).
+CREATE OR REPLACE FUNCTION mart_base.pair_customers()
+RETURNS bigint[]
+LANGUAGE plpgsql
+AS $fn$
+BEGIN
+    RETURN ARRAY(SELECT DISTINCT customer_key FROM pg_temp.mart_pairs ORDER BY 1);
+END
+$fn$;
+
+-- Adds mart_cohort_delta to cohort_activity; rows that reach 0 go.
+CREATE OR REPLACE FUNCTION mart_base.apply_cohort_delta()
+RETURNS void
+LANGUAGE plpgsql
+AS $fn$
+BEGIN
+    INSERT INTO mart_base.cohort_activity AS t (cohort_month, month, customers)
+    SELECT cohort_month, month, customers FROM pg_temp.mart_cohort_delta
+    ON CONFLICT (cohort_month, month) DO UPDATE SET customers = t.customers + excluded.customers;
+    DELETE FROM mart_base.cohort_activity t USING pg_temp.mart_cohort_delta d
+    WHERE d.customers < 0 AND t.cohort_month = d.cohort_month AND t.month = d.month
+      AND t.customers = 0;
+    DROP TABLE pg_temp.mart_cohort_delta;
+END
+$fn$;
+
+-- The end of a sync's upkeep: its temp tables go.
+CREATE OR REPLACE FUNCTION mart_base.changes_applied()
+RETURNS void
+LANGUAGE plpgsql
+AS $fn$
+BEGIN
     PERFORM mart_base.drop_temp('mart_touched', 'mart_old', 'mart_now', 'mart_pairs',
         'mart_new', 'mart_new_orders', 'mart_new_products',
         'mart_was', 'mart_was_orders', 'mart_was_products');
     UPDATE mart_base.state SET updated_at = now();
-    RETURN false;
 END
 $fn$;
 

@@ -323,6 +323,20 @@ pub const CUSTOMER_TOTAL_COLUMNS: [&str; 6] = [
 /// `mart_base.cohort_activity` columns in COPY order.
 pub const COHORT_COLUMNS: [&str; 3] = ["cohort_month", "month", "customers"];
 
+/// One `mart_base.customer_month` row, as customer totals need it.
+#[derive(Debug, Clone, Default)]
+pub struct MonthRow {
+    pub customer_key: i64,
+    /// First day of the month, days since 1970.
+    pub month: i32,
+    pub spend_cents: i64,
+    pub orders: i64,
+    /// Days since 1970.
+    pub first_day: i32,
+    pub last_day: i32,
+    pub categories: std::collections::BTreeMap<i32, i64>,
+}
+
 /// One `mart_base.sales_order` row, as the customer aggregates read it.
 #[derive(Debug, Clone)]
 pub struct SalesOrder {
@@ -363,6 +377,18 @@ struct CustomerSoFar {
     last_day: i32,
     categories: std::collections::BTreeMap<i32, i64>,
     months: Vec<i32>,
+}
+
+/// `mart_base.cohort_activity` rows (COPY stream, None: no row).
+pub fn cohort_stream(counts: &std::collections::BTreeMap<(i32, i32), i64>) -> Option<Bytes> {
+    let mut b = CopyBuf::new();
+    for ((cohort, month), n) in counts {
+        b.row(COHORT_COLUMNS.len() as i16);
+        b.date(*cohort);
+        b.date(*month);
+        b.i64(*n);
+    }
+    (b.rows() > 0).then(|| b.finish())
 }
 
 /// COPY streams of the customer aggregates.
@@ -441,6 +467,7 @@ impl CustomerBuilder {
         }
         let keys: Vec<i32> = cents.keys().copied().collect();
         let values: Vec<i64> = cents.values().copied().collect();
+        let n_orders = orders.len() as i64;
         let m = &mut self.months;
         m.row(CUSTOMER_MONTH_COLUMNS.len() as i16);
         m.i64(customer_key);
@@ -458,24 +485,53 @@ impl CustomerBuilder {
         m.date(last_day);
         m.i32_array(&keys);
         m.i64_array(&values);
-
-        let c = self.customer.get_or_insert_with(|| CustomerSoFar {
-            key: customer_key,
-            lifetime: 0,
-            orders: 0,
+        self.add_month(MonthRow {
+            customer_key,
+            month,
+            spend_cents: spend,
+            orders: n_orders,
             first_day,
             last_day,
+            categories: cents,
+        });
+    }
+
+    /// A month's share of its customer's total and cohorts.
+    fn add_month(&mut self, row: MonthRow) {
+        let c = self.customer.get_or_insert_with(|| CustomerSoFar {
+            key: row.customer_key,
+            lifetime: 0,
+            orders: 0,
+            first_day: row.first_day,
+            last_day: row.last_day,
             categories: Default::default(),
             months: Vec::new(),
         });
-        c.lifetime += spend;
-        c.orders += orders.len() as i64;
-        c.first_day = c.first_day.min(first_day);
-        c.last_day = c.last_day.max(last_day);
-        for (k, v) in cents {
+        c.lifetime += row.spend_cents;
+        c.orders += row.orders;
+        c.first_day = c.first_day.min(row.first_day);
+        c.last_day = c.last_day.max(row.last_day);
+        for (k, v) in row.categories {
             *c.categories.entry(k).or_default() += v;
         }
-        c.months.push(month);
+        c.months.push(row.month);
+    }
+
+    /// The next customer_month row as it is stored (in (customer_key,
+    /// month) order, not mixed with [`Self::push`]): it counts towards its
+    /// customer's total and cohorts only (sync recomputes the totals of the
+    /// customers whose months it replaced this way).
+    pub fn push_month(&mut self, row: MonthRow) {
+        if self.customer.as_ref().map(|c| c.key) != Some(row.customer_key) {
+            self.end_customer();
+        }
+        self.add_month(row);
+    }
+
+    /// Customers (other than -1) per (cohort month, month), after
+    /// [`Self::finish`].
+    pub fn cohort_counts(&self) -> &std::collections::BTreeMap<(i32, i32), i64> {
+        &self.cohorts
     }
 
     fn end_customer(&mut self) {
@@ -511,20 +567,17 @@ impl CustomerBuilder {
     /// taken out of the builder; the cohorts only after [`Self::finish`].
     pub fn take(&mut self) -> CustomerShare {
         let done = |b: &mut CopyBuf| (b.rows() > 0).then(|| std::mem::take(b).finish());
-        let mut cohorts = CopyBuf::new();
-        if self.finished {
-            for ((cohort, month), n) in std::mem::take(&mut self.cohorts) {
-                cohorts.row(COHORT_COLUMNS.len() as i16);
-                cohorts.date(cohort);
-                cohorts.date(month);
-                cohorts.i64(n);
-            }
-        }
+        let (cohorts, n_cohorts) = if self.finished {
+            let counts = std::mem::take(&mut self.cohorts);
+            (cohort_stream(&counts), counts.len() as u64)
+        } else {
+            (None, 0)
+        };
         CustomerShare {
-            rows: [self.months.rows(), self.totals.rows(), cohorts.rows()],
+            rows: [self.months.rows(), self.totals.rows(), n_cohorts],
             months: done(&mut self.months),
             totals: done(&mut self.totals),
-            cohorts: done(&mut cohorts),
+            cohorts,
         }
     }
 }
