@@ -47,11 +47,13 @@
 --         mart_base.apply_changes(): the additive aggregates (sales_cell,
 --         manager_month, region_month, product_sales) get (new - old) of
 --         those orders, cells that drop to zero orders go; sales_order
---         (one row per order) gets their new rows, and the (customer,
---         month) pairs of those orders are recomputed from it, then those
---         customers' totals and cohorts (medians, top and favorite
---         categories and cohorts are not additive). The cost follows the
---         change, not the size of the warehouse.
+--         (one row per order) gets their new rows, and salesdwh (in Rust,
+--         src/marts.rs recompute_pairs) recomputes the (customer, month)
+--         pairs of those orders from it, then those customers' totals and
+--         cohorts (medians, top and favorite categories and cohorts are
+--         not additive). The cost follows the change, not the size of the
+--         warehouse. After a category rename (ties go by name) every
+--         customer is recomputed in SQL (recompute_customers).
 --   * A run that changes facts without maintaining the aggregates (sync or
 --     backfill --no-refresh-marts) marks them stale; the next maintaining
 --     run, or init, rebuilds them.
