@@ -4,15 +4,20 @@
 //! `sql/postgres/03_views_marts.sql` defines both: each mart that
 //! aggregates fact_sales is a plain view over a small table in schema
 //! `mart_base`, and plpgsql functions there keep those tables equal to
-//! their definition over fact_sales. This module only calls them, always
-//! inside the caller's transaction, so readers see a run's facts and marts
-//! change together:
+//! their definition over fact_sales (`mart_base.rebuild()` is the reference
+//! definition). This module calls them and computes the customer
+//! aggregates itself ([`crate::transform::marts::CustomerBuilder`]):
 //!
 //! - `init` [`ensure_built`]s them (new, stale or of an older definition);
-//! - `backfill` [`rebuild`]s them in its final transaction;
+//! - `backfill` builds them from its chunks: each chunk COPYs its share
+//!   ([`share_streams`]) in its own transaction; after the load
+//!   [`fold_parts`] and [`build_customers`] (each in a transaction of its
+//!   own, idempotent) finish them, and [`finish_parts`] marks them built in
+//!   the final transaction. A resumed backfill [`rebuild`]s them instead;
 //! - `sync` [`capture`]s the orders (and [`capture_products`] the products)
 //!   whose fact rows it is about to change, then [`apply_changes`] adds the
-//!   difference: the cost follows the change, not the warehouse;
+//!   difference and recomputes the touched customers, inside its
+//!   transaction: the cost follows the change, not the warehouse;
 //! - a run that changes facts without maintaining the marts
 //!   (`--no-refresh-marts`) [`mark_stale`]s them: the next maintaining run
 //!   rebuilds them.
