@@ -9,14 +9,17 @@
 //!    natural key, read the key maps back.
 //! 4. Facts: extract workers read order_id chunks → bounded channel →
 //!    loaders transform each chunk (blocking pool, polars) and write it in
-//!    one transaction with its rejects and its completion mark.
-//! 5. Rebuild the fact PK, indexes and FKs; set the watermarks to the first
-//!    attempt's snapshot point and forget the backfill, in one transaction;
-//!    refresh the marts; close the run.
+//!    one transaction with its rejects, its share of the marts and its
+//!    completion mark.
+//! 5. Rebuild the fact PK, indexes and FKs and, beside them, finish the
+//!    marts from the chunks' shares; set the watermarks to the first
+//!    attempt's snapshot point, forget the backfill and mark the marts
+//!    built, in one transaction; close the run.
 //!
 //! **Resumable.** A crash or a lost connection leaves the committed chunks
 //! marked; the rerun reloads the dimensions (an idempotent upsert), skips
-//! the marked chunks and does the rest. The watermarks are the *first*
+//! the marked chunks and does the rest (and rebuilds the marts from the
+//! facts: the dead attempt's in-memory sums are gone). The watermarks are the *first*
 //! attempt's snapshot, so a later `sync` re-reads everything that changed
 //! since any chunk was read: resumed or not, sync converges.
 
