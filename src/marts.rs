@@ -29,10 +29,7 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use futures::SinkExt;
 use tokio_postgres::GenericClient;
-
-use crate::schema::model::{ident_list, Dialect};
 
 use crate::transform::marts::{self as tm, MartShare};
 
@@ -331,15 +328,9 @@ async fn copy_stream<C: GenericClient + Sync>(
     data: Bytes,
     what: &'static str,
 ) -> Result<u64, MartsError> {
-    let failed = |source| MartsError { what, source };
-    let sql = format!(
-        "COPY {table} ({}) FROM STDIN (FORMAT binary)",
-        ident_list(Dialect::Postgres, columns)
-    );
-    let sink = client.client().copy_in(&sql).await.map_err(failed)?;
-    futures::pin_mut!(sink);
-    sink.send(data).await.map_err(failed)?;
-    sink.finish().await.map_err(failed)
+    crate::load::copy_bytes(client, table, columns, data)
+        .await
+        .map_err(|source| MartsError { what, source })
 }
 
 /// Notes that facts changed without the marts following.

@@ -44,15 +44,27 @@ pub async fn copy_in(
     columns: &[&str],
     data: Bytes,
 ) -> Result<u64, LoadError> {
-    let what = || format!("copying into {table_sql}");
+    copy_bytes(client, table_sql, columns, data)
+        .await
+        .map_err(LoadError::pg(format!("copying into {table_sql}")))
+}
+
+/// [`copy_in`] on any client (in its transaction, if it is one), with the
+/// driver's error: for callers with an error type of their own.
+pub async fn copy_bytes<C: tokio_postgres::GenericClient>(
+    client: &C,
+    table_sql: &str,
+    columns: &[&str],
+    data: Bytes,
+) -> Result<u64, tokio_postgres::Error> {
     let sql = format!(
         "COPY {table_sql} ({}) FROM STDIN (FORMAT binary)",
         ident_list(Dialect::Postgres, columns)
     );
-    let sink = client.copy_in(&sql).await.map_err(LoadError::pg(what()))?;
+    let sink = client.client().copy_in(&sql).await?;
     futures::pin_mut!(sink);
-    sink.send(data).await.map_err(LoadError::pg(what()))?;
-    sink.finish().await.map_err(LoadError::pg(what()))
+    sink.send(data).await?;
+    sink.finish().await
 }
 
 /// A warehouse table, schema-qualified.

@@ -161,11 +161,21 @@ fn add(to: &mut Sums, from: &Sums) {
     }
 }
 
-/// YYYYMMDD → the first day of its month, as days since 1970 (None for a
-/// date_key that is no date: fact rows always carry real ones).
+/// YYYYMMDD → days since 1970 (None for a date_key that is no date: fact
+/// rows always carry real ones).
+fn days_of(date_key: i32) -> Option<i32> {
+    let date = NaiveDate::from_ymd_opt(
+        date_key / 10_000,
+        (date_key / 100 % 100) as u32,
+        (date_key % 100) as u32,
+    )?;
+    // Days from 0001-01-01 (day 1) to 1970-01-01.
+    Some(date.num_days_from_ce() - 719_163)
+}
+
+/// YYYYMMDD → the first day of its month, as days since 1970.
 fn month_days(date_key: i32) -> Option<i32> {
-    let first = NaiveDate::from_ymd_opt(date_key / 10_000, (date_key / 100 % 100) as u32, 1)?;
-    Some(first.num_days_from_ce() - 719_163)
+    days_of(date_key / 100 * 100 + 1)
 }
 
 fn valid_status(code: i32) -> bool {
@@ -400,16 +410,6 @@ pub struct CustomerShare {
     pub rows: [u64; 3],
 }
 
-/// YYYYMMDD → days since 1970 (0 for a date_key that is no date).
-fn day_of(date_key: i32) -> i32 {
-    NaiveDate::from_ymd_opt(
-        date_key / 10_000,
-        (date_key / 100 % 100) as u32,
-        (date_key % 100) as u32,
-    )
-    .map_or(0, |d| d.num_days_from_ce() - 719_163)
-}
-
 impl CustomerBuilder {
     pub fn new(name_rank: HashMap<i32, usize>) -> Self {
         CustomerBuilder {
@@ -459,8 +459,18 @@ impl CustomerBuilder {
         let spend: i64 = orders.iter().map(|o| o.spend_cents).sum();
         let mut done: Vec<i64> = orders.iter().filter_map(|o| o.completion_micros).collect();
         done.sort_unstable();
-        let first_day = orders.iter().map(|o| o.date_key).min().map_or(0, day_of);
-        let last_day = orders.iter().map(|o| o.date_key).max().map_or(0, day_of);
+        let first_day = orders
+            .iter()
+            .map(|o| o.date_key)
+            .min()
+            .and_then(days_of)
+            .unwrap_or(0);
+        let last_day = orders
+            .iter()
+            .map(|o| o.date_key)
+            .max()
+            .and_then(days_of)
+            .unwrap_or(0);
         let mut cents: std::collections::BTreeMap<i32, i64> = Default::default();
         for (k, c) in orders.iter().flat_map(|o| &o.categories) {
             *cents.entry(*k).or_default() += c;
