@@ -104,7 +104,7 @@ pub struct BackfillArgs {
     /// Empty the facts, rejects, watermarks and any unfinished backfill first (dimensions are upserted)
     #[arg(long)]
     pub truncate: bool,
-    /// Do not build the marts at the end; mark them stale (the next sync or init rebuilds them)
+    /// Do not build the marts (normally computed from the chunks as they load); mark them stale (the next sync or init rebuilds them)
     #[arg(long)]
     pub no_refresh_marts: bool,
 }
