@@ -110,8 +110,18 @@ fn merge_sql(table: &Table) -> String {
     if table.column("loaded_at").is_some() {
         set.push(format!("{} = now()", quote_ident(D, "loaded_at")));
     }
+    // Staged rows equal to their current row are left out before the
+    // upsert: ON CONFLICT DO UPDATE locks (and so dirties) every row it
+    // meets, even one its WHERE then skips, and a sync re-derives many
+    // unchanged rows (the lookback window, the other rows of a changed order).
+    let same_key = natural
+        .iter()
+        .map(|c| format!("c.{0} = s.{0}", quote_ident(D, c)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
     format!(
-        "INSERT INTO {table_sql} AS d ({cols}) SELECT {cols} FROM {stg} \
+        "INSERT INTO {table_sql} AS d ({cols}) SELECT {cols} FROM {stg} s \
+         WHERE NOT EXISTS (SELECT 1 FROM {table_sql} c WHERE {same_key} AND NOT {staged_differs}) \
          ON CONFLICT ({natural}) DO UPDATE SET {set} \
          WHERE {differs}",
         table_sql = qualified(table),
@@ -119,6 +129,7 @@ fn merge_sql(table: &Table) -> String {
         stg = staging_name(table),
         natural = ident_list(D, natural),
         set = set.join(", "),
+        staged_differs = row_differs(table, "c", "s"),
         differs = row_differs(table, "d", "EXCLUDED"),
     )
 }
