@@ -322,6 +322,67 @@ pub fn keyset_sql(table: &Table) -> String {
     )
 }
 
+/// [`keyset_sql`] reading only the cursor and `column` (a column of the
+/// model): `updated_at, pk, column`. Parameters as for `keyset_sql`.
+pub fn keyset_refs_sql(table: &Table, column: &str) -> String {
+    debug_assert!(table.column(column).is_some(), "{column} of {}", table.name);
+    let pk = quote_ident(Dialect::MySql, pk_column(table));
+    format!(
+        "SELECT `updated_at`, {pk}, {} FROM {} {} ORDER BY `updated_at`, {pk} LIMIT ?",
+        quote_ident(Dialect::MySql, column),
+        quote_ident(Dialect::MySql, table.name),
+        keyset_filter(table)
+    )
+}
+
+/// `column` of every row of `table` changed after `after`, keyset page by
+/// page, and how many rows that was. Sync needs only the orders of the
+/// changed rows: for `orders` itself (column = pk) the `(updated_at, pk)`
+/// index covers the read, and no row is parsed whole.
+pub async fn changed_refs(
+    conn: &mut Conn,
+    table: &Table,
+    column: &'static str,
+    after: (i64, i64),
+    size: usize,
+) -> Result<(Vec<i64>, u64), ExtractError> {
+    let size = size.max(1);
+    let sql = keyset_refs_sql(table, column);
+    let (mut ts, mut pk) = after;
+    let mut refs = Vec::new();
+    let mut read = 0u64;
+    loop {
+        let params = vec![
+            ts_param(ts),
+            ts_param(ts),
+            mysql_async::Value::Int(pk),
+            mysql_async::Value::UInt(size as u64),
+        ];
+        let rows: Vec<Row> = conn
+            .exec(sql.as_str(), params)
+            .await
+            .map_err(query_failed(format!("changed rows of {}", table.name)))?;
+        let n = rows.len();
+        for row in rows {
+            let mut values = row.unwrap().into_iter();
+            let mut next = || values.next().unwrap_or(mysql_async::Value::NULL);
+            let (at, id, reference) = (next(), next(), next());
+            let bad = |source| ExtractError::Value {
+                table: table.name,
+                pk: id.as_sql(true),
+                source,
+            };
+            ts = rows::updated_at(at).map_err(bad)?;
+            pk = value::int(&id, pk_column(table)).map_err(bad)?;
+            refs.push(value::int(&reference, column).map_err(bad)?);
+        }
+        read += n as u64;
+        if n < size {
+            return Ok((refs, read));
+        }
+    }
+}
+
 /// `COUNT(*)` of the rows after a cursor, through the same index and
 /// predicate as [`keyset_sql`]. Parameters: updated_at, updated_at, pk.
 pub fn keyset_count_sql(table: &Table) -> String {

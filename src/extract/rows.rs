@@ -29,7 +29,7 @@ impl Cols {
 
 /// `updated_at` is NOT NULL and maintained by MySQL; an invalid one is a
 /// source the model does not describe.
-fn updated_at(v: Value) -> Result<i64, ValueError> {
+pub(crate) fn updated_at(v: Value) -> Result<i64, ValueError> {
     match value::timestamp(v, "updated_at")? {
         Ts::At(us) => Ok(us),
         other => Err(ValueError {

@@ -247,28 +247,19 @@ async fn body(
 
     // ---- which orders to re-derive
     let mut orders: BTreeSet<i64> = overflow.into_iter().collect();
-    changed_orders::<Order>(conn, start(&oltp::ORDERS), batch, stats, &mut orders, |o| {
-        o.order_id
-    })
-    .await?;
-    changed_orders::<OrderItem>(
-        conn,
-        start(&oltp::ORDER_ITEMS),
-        batch,
-        stats,
-        &mut orders,
-        |i| i.order_id,
-    )
-    .await?;
-    changed_orders::<Payment>(
-        conn,
-        start(&oltp::PAYMENTS),
-        batch,
-        stats,
-        &mut orders,
-        |p| p.order_id,
-    )
-    .await?;
+    let facts = [&oltp::ORDERS, &oltp::ORDER_ITEMS, &oltp::PAYMENTS];
+    let scans: Vec<(&'static Table, (i64, i64))> = facts.iter().map(|t| (*t, start(t))).collect();
+    let t = Instant::now();
+    let found = changed_orders(&mut snapshot.readers, &scans, batch).await?;
+    tracing::debug!(
+        ms = t.elapsed().as_millis() as u64,
+        "read the changed rows of the fact tables"
+    );
+    for ((table, _), (refs, rows)) in scans.iter().zip(found) {
+        stats.table(table.name).changed += rows;
+        orders.extend(refs);
+    }
+    let conn = &mut snapshot.readers[0];
     // Open rejects are retried: their orders are re-derived; a reject whose
     // row left the source is released.
     let open_items = load_facts::open_rejects(&tx, oltp::ORDER_ITEMS.name).await?;
@@ -543,19 +534,36 @@ async fn sync_categories(
     Ok(delta)
 }
 
-/// Keyset-reads a fact table's changed rows and collects their orders.
-async fn changed_orders<T: SourceRow>(
-    conn: &mut mysql_async::Conn,
-    after: (i64, i64),
+/// The orders of each fact table's rows changed after its cursor, and how
+/// many rows that was, read side by side: one table per reader session
+/// (all on one snapshot), round robin when there are fewer readers.
+async fn changed_orders(
+    readers: &mut [mysql_async::Conn],
+    scans: &[(&'static Table, (i64, i64))],
     batch: usize,
-    stats: &mut RunStats,
-    orders: &mut BTreeSet<i64>,
-    order_of: impl Fn(&T) -> i64,
-) -> Result<(), PipelineError> {
-    let mut keyset = Keyset::<T>::after(after, batch);
-    while let Some(page) = keyset.next(conn).await? {
-        stats.table(T::TABLE.name).changed += page.len() as u64;
-        orders.extend(page.iter().map(&order_of));
+) -> Result<Vec<(Vec<i64>, u64)>, PipelineError> {
+    let lanes = readers.len().min(scans.len()).max(1);
+    let jobs = readers
+        .iter_mut()
+        .take(lanes)
+        .enumerate()
+        .map(|(lane, conn)| async move {
+            let mut out = Vec::new();
+            for (i, (table, after)) in scans.iter().enumerate().skip(lane).step_by(lanes) {
+                out.push((
+                    i,
+                    extract::changed_refs(conn, table, "order_id", *after, batch).await?,
+                ));
+            }
+            Ok::<_, extract::ExtractError>(out)
+        });
+    let mut found: Vec<(Vec<i64>, u64)> = vec![(Vec::new(), 0); scans.len()];
+    for (i, result) in futures::future::try_join_all(jobs)
+        .await?
+        .into_iter()
+        .flatten()
+    {
+        found[i] = result;
     }
-    Ok(())
+    Ok(found)
 }

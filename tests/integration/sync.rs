@@ -647,6 +647,22 @@ async fn every_incremental_query_uses_its_index() {
             "{sql}"
         );
         assert_eq!(access, "range", "{sql}");
+        // The read of the fact tables' changed orders: the same range.
+        if table.column("order_id").is_none() {
+            continue;
+        }
+        let sql = salesdwh::extract::keyset_refs_sql(table, "order_id")
+            .replacen('?', &format!("'{from}'"), 2)
+            .replacen('?', &id.to_string(), 1)
+            .replacen('?', "20000", 1);
+        let rows: Vec<mysql_async::Row> = my.query(explain(sql.clone())).await.unwrap();
+        let (key, access) = key_of(&rows);
+        assert_eq!(
+            key.as_deref(),
+            Some(salesdwh::extract::keyset_index(table).as_str()),
+            "{sql}"
+        );
+        assert_eq!(access, "range", "{sql}");
     }
     // What read_where sends for a small change: a few dozen ids (every
     // 97th of the source's range), the list padded with the last one.
