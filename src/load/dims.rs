@@ -96,6 +96,30 @@ pub fn row_differs(table: &Table, old: &str, new: &str) -> String {
 }
 
 fn merge_sql(table: &Table) -> String {
+    // Staged rows equal to their current row are left out before the
+    // upsert: ON CONFLICT DO UPDATE locks (and so dirties) every row it
+    // meets, even one its WHERE then skips, and a sync re-reads many
+    // unchanged rows (the lookback window).
+    let same_key = merge_key(table)
+        .iter()
+        .map(|c| format!("c.{0} = s.{0}", quote_ident(D, c)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    upsert_sql(
+        table,
+        &format!(
+            "{stg} s WHERE NOT EXISTS (SELECT 1 FROM {table_sql} c WHERE {same_key} AND NOT {differs})",
+            stg = staging_name(table),
+            table_sql = qualified(table),
+            differs = row_differs(table, "c", "s"),
+        ),
+    )
+}
+
+/// `INSERT INTO table SELECT <load columns> FROM <source> ON CONFLICT
+/// (merge key) DO UPDATE`, rewriting only rows that differ. `source` is a
+/// FROM clause (with any WHERE) giving the load columns.
+pub fn upsert_sql(table: &Table, source: &str) -> String {
     let natural = merge_key(table);
     let columns = table.load_columns();
     let updated: Vec<&str> = columns
@@ -110,26 +134,14 @@ fn merge_sql(table: &Table) -> String {
     if table.column("loaded_at").is_some() {
         set.push(format!("{} = now()", quote_ident(D, "loaded_at")));
     }
-    // Staged rows equal to their current row are left out before the
-    // upsert: ON CONFLICT DO UPDATE locks (and so dirties) every row it
-    // meets, even one its WHERE then skips, and a sync re-derives many
-    // unchanged rows (the lookback window, the other rows of a changed order).
-    let same_key = natural
-        .iter()
-        .map(|c| format!("c.{0} = s.{0}", quote_ident(D, c)))
-        .collect::<Vec<_>>()
-        .join(" AND ");
     format!(
-        "INSERT INTO {table_sql} AS d ({cols}) SELECT {cols} FROM {stg} s \
-         WHERE NOT EXISTS (SELECT 1 FROM {table_sql} c WHERE {same_key} AND NOT {staged_differs}) \
+        "INSERT INTO {table_sql} AS d ({cols}) SELECT {cols} FROM {source} \
          ON CONFLICT ({natural}) DO UPDATE SET {set} \
          WHERE {differs}",
         table_sql = qualified(table),
         cols = ident_list(D, &columns),
-        stg = staging_name(table),
         natural = ident_list(D, natural),
         set = set.join(", "),
-        staged_differs = row_differs(table, "c", "s"),
         differs = row_differs(table, "d", "EXCLUDED"),
     )
 }

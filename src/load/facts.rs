@@ -162,22 +162,60 @@ pub async fn stage_orders(tx: &Transaction<'_>, order_ids: &[i64]) -> Result<(),
     Ok(())
 }
 
-/// The staged orders whose fact_sales rows [`apply_staged`] is about to
-/// change: a row new, different or gone (an item that moved takes its old
-/// order along). Call it before applying; the marts capture only these.
-pub async fn changed_orders(tx: &Transaction<'_>) -> Result<Vec<i64>, LoadError> {
+/// The fact tables a sync stages, with their source id column.
+const STAGED_FACTS: [(&Table, &str); 2] = [
+    (&FACT_SALES, "order_item_id"),
+    (&FACT_PAYMENTS, "payment_id"),
+];
+
+/// Temp table: the current rows of a fact table for the staged orders.
+fn prior_name(table: &Table) -> String {
+    quote_ident(Dialect::Postgres, &format!("stg_prior_{}", table.name))
+}
+
+/// Temp table: the staged rows of a fact table that differ from its rows.
+fn changed_name(table: &Table) -> String {
+    quote_ident(Dialect::Postgres, &format!("stg_changed_{}", table.name))
+}
+
+/// Compares the staged facts with the fact rows of the staged orders, read
+/// once (by the order_id index) into temp tables, so that what follows
+/// compares small temp tables instead of probing the fact tables again
+/// and again. Returns the orders whose fact_sales rows [`apply_staged`]
+/// will change: a row new, different or gone, and the old order of an
+/// item that moved from an order not staged. Call it once, after staging
+/// and before capturing for the marts and applying.
+pub async fn compare_staged(tx: &Transaction<'_>) -> Result<Vec<i64>, LoadError> {
+    let orders = quote_ident(Dialect::Postgres, SYNC_ORDERS);
+    for (table, pk) in STAGED_FACTS {
+        let pk = quote_ident(Dialect::Postgres, pk);
+        let sql = format!(
+            "CREATE TEMP TABLE {prior} ON COMMIT DROP AS \
+             SELECT f.* FROM {fact} f JOIN {orders} o ON f.order_id = o.order_id; \
+             CREATE TEMP TABLE {changed} ON COMMIT DROP AS SELECT s.* FROM {stg} s \
+             WHERE NOT EXISTS (SELECT 1 FROM {prior} p WHERE p.{pk} = s.{pk} AND NOT {differs})",
+            prior = prior_name(table),
+            changed = changed_name(table),
+            fact = qualified(table),
+            stg = dims::staging_name(table),
+            differs = dims::row_differs(table, "p", "s"),
+        );
+        tx.batch_execute(&sql).await.map_err(LoadError::pg(format!(
+            "comparing the staged rows of {}",
+            table.name
+        )))?;
+    }
     let sql = format!(
-        "WITH diff AS (SELECT s.order_id AS now_in, f.order_id AS was_in \
-                       FROM {stg} s LEFT JOIN {fact} f ON f.order_item_id = s.order_item_id \
-                       WHERE f.order_item_id IS NULL OR {differs}) \
-         SELECT now_in FROM diff \
-         UNION SELECT was_in FROM diff WHERE was_in IS NOT NULL \
-         UNION SELECT f.order_id FROM {orders} o JOIN {fact} f ON f.order_id = o.order_id \
-               WHERE NOT EXISTS (SELECT 1 FROM {stg} s WHERE s.order_item_id = f.order_item_id)",
+        "SELECT order_id FROM {changed} \
+         UNION SELECT p.order_id FROM {prior} p \
+               WHERE EXISTS (SELECT 1 FROM {changed} c WHERE c.order_item_id = p.order_item_id) \
+                  OR NOT EXISTS (SELECT 1 FROM {stg} s WHERE s.order_item_id = p.order_item_id) \
+         UNION SELECT f.order_id FROM {changed} c JOIN {fact} f ON f.order_item_id = c.order_item_id \
+               WHERE NOT EXISTS (SELECT 1 FROM {prior} p WHERE p.order_item_id = c.order_item_id)",
+        changed = changed_name(&FACT_SALES),
+        prior = prior_name(&FACT_SALES),
         stg = dims::staging_name(&FACT_SALES),
         fact = qualified(&FACT_SALES),
-        orders = quote_ident(Dialect::Postgres, SYNC_ORDERS),
-        differs = dims::row_differs(&FACT_SALES, "f", "s"),
     );
     Ok(tx
         .query(&sql, &[])
@@ -205,10 +243,11 @@ impl Applied {
     }
 }
 
-/// Merges the staged facts; deletes the fact rows of re-derived orders the
-/// staging does not hold (deleted or rejected at the source) and any fact
-/// row whose source row is an open reject (a row is in exactly one of the
-/// two); closes the `released` rejects.
+/// Merges the staged facts (the rows [`compare_staged`] found different);
+/// deletes the fact rows of re-derived orders the staging does not hold
+/// (deleted or rejected at the source) and any fact row whose source row
+/// is an open reject (a row is in exactly one of the two); closes the
+/// `released` rejects.
 pub async fn apply_staged(
     tx: &Transaction<'_>,
     run_id: i64,
@@ -231,21 +270,22 @@ pub async fn apply_staged(
             .await
             .map_err(LoadError::pg("releasing rejects"))?;
     }
-    let orders = quote_ident(Dialect::Postgres, SYNC_ORDERS);
-    for (table, pk) in [
-        (&FACT_SALES, "order_item_id"),
-        (&FACT_PAYMENTS, "payment_id"),
-    ] {
-        applied.upserted += dims::merge(tx, table).await?;
+    for (table, pk) in STAGED_FACTS {
+        applied.upserted += tx
+            .execute(&dims::upsert_sql(table, &changed_name(table)), &[])
+            .await
+            .map_err(LoadError::pg(format!("merging {}", table.name)))?;
         let source = if pk == "payment_id" {
             crate::schema::oltp::PAYMENTS.name
         } else {
             crate::schema::oltp::ORDER_ITEMS.name
         };
+        let pk = quote_ident(Dialect::Postgres, pk);
         let sql = format!(
-            "DELETE FROM {f} f USING {orders} o WHERE f.order_id = o.order_id \
-             AND NOT EXISTS (SELECT 1 FROM {stg} s WHERE s.{pk} = f.{pk})",
+            "DELETE FROM {f} f USING {prior} p WHERE f.{pk} = p.{pk} \
+             AND NOT EXISTS (SELECT 1 FROM {stg} s WHERE s.{pk} = p.{pk})",
             f = qualified(table),
+            prior = prior_name(table),
             stg = dims::staging_name(table),
         );
         applied.deleted += tx.execute(&sql, &[]).await.map_err(LoadError::pg(format!(

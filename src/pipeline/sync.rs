@@ -378,10 +378,10 @@ async fn body(
         ),
     ];
     let t = Instant::now();
+    let changed = load_facts::compare_staged(&tx).await?;
     if opts.refresh_marts {
         // Only the orders whose rows change: the lookback window re-derives
         // many that do not, and each captured order costs the marts work.
-        let changed = load_facts::changed_orders(&tx).await?;
         crate::marts::capture(&tx, &changed)
             .await
             .map_err(PipelineError::Marts)?;

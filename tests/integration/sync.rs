@@ -211,6 +211,64 @@ async fn a_row_committed_late_inside_the_lookback_is_loaded() {
     );
 }
 
+/// An item and a payment moved to another order: the order they left is
+/// not re-derived (its row did not change), yet its facts and marts must
+/// lose them.
+#[tokio::test(flavor = "multi_thread")]
+async fn rows_moved_to_another_order_leave_their_old_order() {
+    let dbs = backfilled("6000", "8", &[]);
+    let fresh = second(&dbs);
+    let (mut pg, fresh_pg) = (dbs.pg().await, fresh.pg().await);
+    let mut my = dbs.my().await;
+    let (mark, _) = watermark(&pg, "order_items").await;
+    let at = (mark + chrono::Duration::hours(1)).format(TS).to_string();
+    // Valid orders with two items or more; the first gives, the last takes.
+    let orders: Vec<i64> = pg
+        .query(
+            "SELECT order_id FROM dwh.fact_sales WHERE order_status NOT IN ('cancelled', 'returned') \
+             GROUP BY order_id HAVING count(*) >= 2 ORDER BY order_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let (from, to) = (orders[0], orders[orders.len() - 1]);
+    let item: i64 = my
+        .exec_first(
+            "SELECT MAX(order_item_id) FROM order_items WHERE order_id = ?",
+            (from,),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    my.exec_drop(
+        "UPDATE order_items SET order_id = ?, updated_at = ? WHERE order_item_id = ?",
+        (to, &at, item),
+    )
+    .await
+    .unwrap();
+    my.exec_drop(
+        "UPDATE payments SET order_id = ?, updated_at = ? WHERE order_id = ? ORDER BY payment_id LIMIT 1",
+        (to, &at, from),
+    )
+    .await
+    .unwrap();
+    sync(&dbs, &[], &[]);
+    assert_eq!(
+        count(
+            &pg,
+            &format!("SELECT order_id FROM dwh.fact_sales WHERE order_item_id = {item}")
+        )
+        .await,
+        to
+    );
+    assert_marts_match_rebuild(&mut pg, "after the move").await;
+    backfill(&fresh, &["--truncate", "--no-refresh-marts"]);
+    assert_eq!(fingerprint(&pg).await, fingerprint(&fresh_pg).await);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn thousands_of_ties_across_page_boundaries_load_once() {
     let dbs = backfilled("6000", "6", &[]);
