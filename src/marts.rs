@@ -15,9 +15,12 @@
 //!   own, idempotent) finish them, and [`finish_parts`] marks them built in
 //!   the final transaction. A resumed backfill [`rebuild`]s them instead;
 //! - `sync` [`capture`]s the orders (and [`capture_products`] the products)
-//!   whose fact rows it is about to change, then [`apply_changes`] adds the
-//!   difference and recomputes the touched customers, inside its
-//!   transaction: the cost follows the change, not the warehouse;
+//!   whose fact rows it is about to change, then [`apply_changes`] reads
+//!   their fact rows before and after, adds the difference of their share
+//!   ([`crate::transform::marts::delta`]) and recomputes the touched
+//!   customers (a month whose orders only changed amounts is updated in
+//!   place), inside its transaction: the cost follows the change, not the
+//!   warehouse;
 //! - a run that changes facts without maintaining the marts
 //!   (`--no-refresh-marts`) [`mark_stale`]s them: the next maintaining run
 //!   rebuilds them.
@@ -26,7 +29,7 @@
 //! maintained them, the `mart_base` tables equal what `rebuild` computes
 //! from the committed fact_sales.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bytes::Bytes;
 use tokio_postgres::GenericClient;
@@ -391,6 +394,7 @@ pub async fn apply_changes<C: GenericClient + Sync>(
     if rebuilt {
         return Ok(Upkeep::Rebuilt);
     }
+    let (old, new) = apply_delta(client).await?;
     if names_changed {
         call(
             client,
@@ -400,98 +404,230 @@ pub async fn apply_changes<C: GenericClient + Sync>(
         )
         .await?;
     } else {
-        recompute_pairs(client).await?;
+        recompute_pairs(client, &old, &new).await?;
     }
     call(client, "finish", "SELECT mart_base.changes_applied()", &[]).await?;
     Ok(Upkeep::Updated)
 }
 
-/// The customer aggregates of the (customer, month) pairs in temp table
-/// mart_pairs (the changed orders' pairs, before and after): those
-/// customer_month rows from their orders in sales_order, then those
-/// customers' totals from all their months, and the change of their cohort
-/// counts; what `mart_base.recompute_customers` gives, for them only.
-async fn recompute_pairs<C: GenericClient + Sync>(client: &C) -> Result<(), MartsError> {
+/// Where the additive differences go: the temp tables
+/// `mart_base.apply_changes` made, in [`tm::MartDelta::additive`] order.
+const DELTA_TABLES: [(&str, &[&str]); 4] = [
+    ("pg_temp.sales_cell_delta", &tm::CELL_COLUMNS),
+    ("pg_temp.manager_month_delta", &tm::MANAGER_COLUMNS),
+    ("pg_temp.region_month_delta", &tm::REGION_COLUMNS),
+    ("pg_temp.product_sales_delta", &tm::PRODUCT_COLUMNS),
+];
+
+/// What the captured orders change in the additive aggregates and
+/// sales_order, computed from their fact rows before (capture's copy) and
+/// now with the backfill's definitions ([`tm::delta`]); also fills temp
+/// table mart_pairs with their (customer, month) pairs. Returns their
+/// valid orders before and after, by order_id.
+async fn apply_delta<C: GenericClient + Sync>(client: &C) -> Result<ChangedSales, MartsError> {
+    let started = std::time::Instant::now();
+    let touched: Vec<i64> = call(
+        client,
+        "read the changed orders for",
+        "SELECT mart_base.touched_orders()",
+        &[],
+    )
+    .await?
+    .get(0);
+    if touched.is_empty() {
+        return Ok(Default::default());
+    }
+    let old = read_sales(client, "pg_temp.mart_old", &[]).await?;
+    let new = read_sales(
+        client,
+        "dwh.fact_sales WHERE order_id = ANY($1)",
+        &[&touched],
+    )
+    .await?;
+    let delta = tm::delta(&old.lines(), &new.lines());
+    let write = "write the changes of";
+    for ((table, columns), data) in DELTA_TABLES.iter().zip(delta.additive) {
+        if let Some(data) = data {
+            copy_stream(client, table, columns, data, write).await?;
+        }
+    }
+    if let Some(pairs) = delta.pairs {
+        copy_stream(
+            client,
+            "pg_temp.mart_pairs",
+            &tm::PAIR_COLUMNS,
+            pairs,
+            write,
+        )
+        .await?;
+    }
+    call(
+        client,
+        "update",
+        "SELECT mart_base.add_deltas($1)",
+        &[&touched],
+    )
+    .await?;
+    if let Some(orders) = delta.orders {
+        copy_stream(
+            client,
+            "mart_base.sales_order",
+            &tm::ORDER_COLUMNS,
+            orders,
+            write,
+        )
+        .await?;
+    }
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        orders = touched.len(),
+        "changed orders applied"
+    );
+    Ok((delta.old_sales, delta.new_sales))
+}
+
+/// A customer's month: (customer_key, month as days since 1970).
+type Pair = (i64, i32);
+
+/// Orders by their (customer, month), in order_id order within each.
+fn by_pair(sales: &[(i64, tm::SalesOrder)]) -> BTreeMap<Pair, Vec<(i64, &tm::SalesOrder)>> {
+    let mut m: BTreeMap<Pair, Vec<(i64, &tm::SalesOrder)>> = BTreeMap::new();
+    for (id, o) in sales {
+        m.entry((o.customer_key, o.month))
+            .or_default()
+            .push((*id, o));
+    }
+    for v in m.values_mut() {
+        v.sort_unstable_by_key(|(id, _)| *id);
+    }
+    m
+}
+
+/// Orders with valid sales before and after a change, by order_id.
+type ChangedSales = (Vec<(i64, tm::SalesOrder)>, Vec<(i64, tm::SalesOrder)>);
+
+/// Fact rows (of fact_sales' columns) as the aggregates read them.
+#[derive(Default)]
+struct Sales {
+    order_id: Vec<i64>,
+    date_key: Vec<i32>,
+    product_key: Vec<i64>,
+    customer_key: Vec<i64>,
+    employee_key: Vec<i32>,
+    region_key: Vec<i32>,
+    category_key: Vec<i32>,
+    status: Vec<i32>,
+    ordered_at: Vec<i64>,
+    completed_at: Vec<Option<i64>>,
+    quantity: Vec<i64>,
+    revenue: Vec<i64>,
+    margin: Vec<i64>,
+}
+
+impl Sales {
+    fn lines(&self) -> tm::SaleLines<'_> {
+        tm::SaleLines {
+            order_id: &self.order_id,
+            date_key: &self.date_key,
+            product_key: &self.product_key,
+            customer_key: &self.customer_key,
+            employee_key: &self.employee_key,
+            region_key: &self.region_key,
+            category_key: &self.category_key,
+            status: &self.status,
+            ordered_at: &self.ordered_at,
+            completed_at: &self.completed_at,
+            quantity: &self.quantity,
+            revenue: &self.revenue,
+            margin: &self.margin,
+        }
+    }
+}
+
+/// The fact rows of `from` (a FROM clause with fact_sales' columns, and
+/// any WHERE on `params`), money in cents and instants in µs since 1970:
+/// exact conversions of NUMERIC(14,2) and timestamptz.
+async fn read_sales<C: GenericClient + Sync>(
+    client: &C,
+    from: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Sales, MartsError> {
+    let sql = format!(
+        "SELECT order_id, date_key, product_key, customer_key, employee_key, region_key, \
+                category_key, order_status::text, \
+                (extract(epoch FROM ordered_at) * 1000000)::bigint, \
+                (extract(epoch FROM completed_at) * 1000000)::bigint, \
+                quantity::bigint, (revenue * 100)::bigint, (margin * 100)::bigint \
+         FROM {from}"
+    );
+    let rows = client
+        .query(&sql, params)
+        .await
+        .map_err(|source| MartsError {
+            what: "read the changed orders' facts for",
+            source,
+        })?;
+    let mut s = Sales::default();
+    for r in &rows {
+        s.order_id.push(r.get(0));
+        s.date_key.push(r.get(1));
+        s.product_key.push(r.get(2));
+        s.customer_key.push(r.get(3));
+        s.employee_key.push(r.get(4));
+        s.region_key.push(r.get(5));
+        s.category_key.push(r.get(6));
+        s.status.push(tm::status_code(r.get(7)));
+        s.ordered_at.push(r.get(8));
+        s.completed_at.push(r.get(9));
+        s.quantity.push(r.get(10));
+        s.revenue.push(r.get(11));
+        s.margin.push(r.get(12));
+    }
+    Ok(s)
+}
+
+/// The customer aggregates of the (customer, month) pairs of the changed
+/// orders (`old` and `new`: their valid orders before and after, as
+/// [`tm::delta`] gives them), then those customers' totals from all their
+/// months, and the change of their cohort counts: what
+/// `mart_base.recompute_customers` gives, for them only.
+///
+/// A pair whose orders kept their day, completion and categories (a price
+/// or quantity corrected) keeps its order count, median, first and last
+/// day: its month is the old row plus the change of spend and category
+/// cents. Only the other pairs are recomputed from their orders.
+async fn recompute_pairs<C: GenericClient + Sync>(
+    client: &C,
+    old: &[(i64, tm::SalesOrder)],
+    new: &[(i64, tm::SalesOrder)],
+) -> Result<(), MartsError> {
     let started = std::time::Instant::now();
     let read = |source| MartsError {
         what: "read the changed customers for",
         source,
     };
-    // (Outside a transaction the temp table is gone already: nothing to do.)
-    let keys: Vec<i64> = client
-        .query_one(
-            "SELECT CASE WHEN to_regclass('pg_temp.mart_pairs') IS NOT NULL \
-                    THEN mart_base.pair_customers() END",
-            &[],
-        )
-        .await
-        .map_err(read)?
-        .get::<_, Option<Vec<i64>>>(0)
-        .unwrap_or_default();
+    let (was, now) = (by_pair(old), by_pair(new));
+    let pairs: BTreeSet<Pair> = was.keys().chain(now.keys()).copied().collect();
+    let keys: Vec<i64> = pairs
+        .iter()
+        .map(|(c, _)| *c)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     if keys.is_empty() {
         return Ok(());
     }
     let ranks = name_ranks(client).await?;
-    // Their months as they were: their cohort counts before.
-    let mut before = tm::CustomerBuilder::new(ranks.clone());
-    for r in client
-        .query(
-            "SELECT customer_key, month - date '1970-01-01' FROM mart_base.customer_month \
-             WHERE customer_key = ANY($1) ORDER BY 1, 2",
-            &[&keys],
-        )
-        .await
-        .map_err(read)?
-    {
-        before.push_month(tm::MonthRow {
-            customer_key: r.get(0),
-            month: r.get(1),
-            ..Default::default()
-        });
-    }
-    before.finish();
-    call(
-        client,
-        "replace the changed customers in",
-        "SELECT mart_base.replace_pairs()",
-        &[],
-    )
-    .await?;
-    // The pairs' months from their orders.
-    let mut pairs = tm::CustomerBuilder::new(ranks.clone());
-    for r in client
-        .query(
-            "SELECT s.customer_key, s.month - date '1970-01-01', s.date_key, s.spend_cents, \
-                    s.completion_micros, s.category_keys, s.category_cents \
-             FROM pg_temp.mart_pairs w \
-             JOIN mart_base.sales_order s ON s.customer_key = w.customer_key AND s.month = w.month \
-             ORDER BY 1, 2",
-            &[],
-        )
-        .await
-        .map_err(read)?
-    {
-        pairs.push(sales_order(&r));
-    }
-    pairs.finish();
-    if let Some(months) = pairs.take().months {
-        copy_stream(
-            client,
-            "mart_base.customer_month",
-            &tm::CUSTOMER_MONTH_COLUMNS,
-            months,
-            "write the changed customers of",
-        )
-        .await?;
-    }
-    // Their totals and cohorts from all their months now.
-    let mut after = tm::CustomerBuilder::new(ranks);
+    // Every month of these customers as it is: their cohort counts before,
+    // the months the change leaves alone, the rows fast pairs start from.
+    let mut months: BTreeMap<Pair, tm::MonthRow> = BTreeMap::new();
     for r in client
         .query(
             "SELECT customer_key, month - date '1970-01-01', spend_cents, orders, \
                     first_day - date '1970-01-01', last_day - date '1970-01-01', \
-                    category_keys, category_cents \
-             FROM mart_base.customer_month WHERE customer_key = ANY($1) ORDER BY 1, 2",
+                    category_keys, category_cents, \
+                    (median_hours_to_completion * 100)::bigint \
+             FROM mart_base.customer_month WHERE customer_key = ANY($1)",
             &[&keys],
         )
         .await
@@ -499,7 +635,7 @@ async fn recompute_pairs<C: GenericClient + Sync>(client: &C) -> Result<(), Mart
     {
         let cats: Vec<i32> = r.get(6);
         let cents: Vec<i64> = r.get(7);
-        after.push_month(tm::MonthRow {
+        let row = tm::MonthRow {
             customer_key: r.get(0),
             month: r.get(1),
             spend_cents: r.get(2),
@@ -507,7 +643,96 @@ async fn recompute_pairs<C: GenericClient + Sync>(client: &C) -> Result<(), Mart
             first_day: r.get(4),
             last_day: r.get(5),
             categories: cats.into_iter().zip(cents).collect(),
-        });
+            median_cents: r.get(8),
+        };
+        months.insert((row.customer_key, row.month), row);
+    }
+    let mut before = tm::CustomerBuilder::new(ranks.clone());
+    for row in months.values() {
+        before.push_month(row.clone());
+    }
+    before.finish();
+    // A pair is fast when the same orders kept day, completion and
+    // categories; its new row is the old one plus the change.
+    let mut fast: BTreeMap<Pair, tm::MonthRow> = BTreeMap::new();
+    let mut slow: Vec<Pair> = Vec::new();
+    let none = Vec::new();
+    for pair in &pairs {
+        let (o, n) = (
+            was.get(pair).unwrap_or(&none),
+            now.get(pair).unwrap_or(&none),
+        );
+        let same_shape = o.len() == n.len()
+            && o.iter().zip(n).all(|((a, x), (b, y))| {
+                a == b
+                    && x.date_key == y.date_key
+                    && x.completion_micros == y.completion_micros
+                    && x.categories
+                        .iter()
+                        .map(|c| c.0)
+                        .eq(y.categories.iter().map(|c| c.0))
+            });
+        match months.get(pair) {
+            Some(row) if same_shape && !o.is_empty() => {
+                let mut row = row.clone();
+                for (_, x) in o {
+                    row.spend_cents -= x.spend_cents;
+                    for (k, c) in &x.categories {
+                        *row.categories.entry(*k).or_default() -= c;
+                    }
+                }
+                for (_, y) in n {
+                    row.spend_cents += y.spend_cents;
+                    for (k, c) in &y.categories {
+                        *row.categories.entry(*k).or_default() += c;
+                    }
+                }
+                fast.insert(*pair, row);
+            }
+            _ => slow.push(*pair),
+        }
+    }
+    call(
+        client,
+        "replace the changed customers in",
+        "SELECT mart_base.replace_pairs()",
+        &[],
+    )
+    .await?;
+    // The slow pairs' orders (their new rows are in sales_order by now).
+    let mut orders: BTreeMap<Pair, Vec<tm::SalesOrder>> = BTreeMap::new();
+    if !slow.is_empty() {
+        let (customers, days): (Vec<i64>, Vec<i32>) = slow.iter().copied().unzip();
+        for r in client
+            .query(
+                "SELECT s.customer_key, s.month - date '1970-01-01', s.date_key, s.spend_cents, \
+                        s.completion_micros, s.category_keys, s.category_cents \
+                 FROM unnest($1::bigint[], $2::int[]) w(customer_key, month) \
+                 JOIN mart_base.sales_order s \
+                   ON s.customer_key = w.customer_key AND s.month = date '1970-01-01' + w.month",
+                &[&customers, &days],
+            )
+            .await
+            .map_err(read)?
+        {
+            let o = sales_order(&r);
+            orders.entry((o.customer_key, o.month)).or_default().push(o);
+        }
+    }
+    // Every month of these customers, customer by customer: left alone,
+    // updated (fast) or recomputed from its orders (slow; none left: gone).
+    let mut after = tm::CustomerBuilder::new(ranks);
+    let all: BTreeSet<Pair> = months.keys().chain(&pairs).copied().collect();
+    for pair in all {
+        if let Some(row) = fast.remove(&pair) {
+            after.push_new_month(row);
+        } else if pairs.contains(&pair) {
+            for o in orders.remove(&pair).unwrap_or_default() {
+                after.push(o);
+            }
+        } else if let Some(row) = months.remove(&pair) {
+            after.push_month(row);
+        }
     }
     after.finish();
     let mut delta = after.cohort_counts().clone();
@@ -515,13 +740,25 @@ async fn recompute_pairs<C: GenericClient + Sync>(client: &C) -> Result<(), Mart
         *delta.entry(*k).or_default() -= n;
     }
     delta.retain(|_, n| *n != 0);
-    if let Some(totals) = after.take().totals {
+    let share = after.take();
+    let write = "write the changed customers of";
+    if let Some(months) = share.months {
+        copy_stream(
+            client,
+            "mart_base.customer_month",
+            &tm::CUSTOMER_MONTH_COLUMNS,
+            months,
+            write,
+        )
+        .await?;
+    }
+    if let Some(totals) = share.totals {
         copy_stream(
             client,
             "mart_base.customer_total",
             &tm::CUSTOMER_TOTAL_COLUMNS,
             totals,
-            "write the changed customers of",
+            write,
         )
         .await?;
     }
@@ -545,6 +782,8 @@ async fn recompute_pairs<C: GenericClient + Sync>(client: &C) -> Result<(), Mart
     tracing::debug!(
         ms = started.elapsed().as_millis() as u64,
         customers = keys.len(),
+        pairs = pairs.len(),
+        recomputed = slow.len(),
         "changed customers recomputed"
     );
     Ok(())

@@ -43,13 +43,14 @@
 --         from fact_sales in SQL;
 --       - sync hands the orders it is about to change to
 --         mart_base.capture(order_ids) / capture_products(product_ids),
---         which keep a copy of their current fact rows, and at the end calls
---         mart_base.apply_changes(): the additive aggregates (sales_cell,
---         manager_month, region_month, product_sales) get (new - old) of
---         those orders, cells that drop to zero orders go; sales_order
---         (one row per order) gets their new rows, and salesdwh (in Rust,
---         src/marts.rs recompute_pairs) recomputes the (customer, month)
---         pairs of those orders from it, then those customers' totals and
+--         which keep a copy of their current fact rows; at the end it
+--         calls mart_base.apply_changes() and computes in Rust (src/marts.rs
+--         apply_changes, with the backfill's definitions) what those orders
+--         change: the additive aggregates (sales_cell, manager_month,
+--         region_month, product_sales) get (new - old), cells that drop to
+--         zero orders go (add_deltas); sales_order (one row per order) gets
+--         their new rows; then salesdwh recomputes the (customer, month)
+--         pairs of those orders from it, and those customers' totals and
 --         cohorts (medians, top and favorite categories and cohorts are
 --         not additive). The cost follows the change, not the size of the
 --         warehouse. After a category rename (ties go by name) every
@@ -239,6 +240,23 @@ CREATE TABLE IF NOT EXISTS mart_base.cohort_activity (
 -- executable by PUBLIC or bi_reader).
 -- ---------------------------------------------------------------------------
 
+-- Signatures of earlier versions go (CREATE OR REPLACE would add an
+-- overload beside them); quietly, as drop_temp below.
+DO $drop$
+DECLARE
+    f text;
+BEGIN
+    FOREACH f IN ARRAY ARRAY['mart_base.merge(text, text[], text[], text, text, text)',
+                             'mart_base.merge_additive(text, text)',
+                             'mart_base.store_orders(text, bigint[])',
+                             'mart_base.pair_customers()'] LOOP
+        IF to_regprocedure(f) IS NOT NULL THEN
+            EXECUTE 'DROP FUNCTION ' || f;
+        END IF;
+    END LOOP;
+END
+$drop$;
+
 -- date_key (YYYYMMDD; fact rows always carry a real date, SPEC §5) to the
 -- first day of its month, and to its day.
 CREATE OR REPLACE FUNCTION mart_base.month_of(date_key integer) RETURNS date
@@ -344,57 +362,50 @@ BEGIN
 END
 $fn$;
 
--- Adds to aggregate table `tbl` the contribution of parts `new_parts` minus
--- that of `old_parts`, or (old_parts NULL) replaces its contents with the
--- contribution of `new_parts`. `query` computes a contribution: %1$s, %2$s
--- and %3$s are a parts table and its _orders and _products tables; it
--- returns `keys` then `measures`, named so. The last measure counts the
--- row's members: a row whose count drops to 0 is removed.
+-- Replaces the contents of aggregate table `tbl` with the contribution of
+-- parts `parts`: `query` computes it (%1$s, %2$s and %3$s are a parts table
+-- and its _orders and _products tables) and returns `keys` then
+-- `measures`, named so.
 CREATE OR REPLACE FUNCTION mart_base.merge(tbl text, keys text[], measures text[],
-                                           query text, new_parts text, old_parts text)
+                                           query text, parts text)
+RETURNS void
+LANGUAGE plpgsql
+AS $fn$
+DECLARE
+    cols text := array_to_string(ARRAY(SELECT quote_ident(c) FROM unnest(keys || measures) c), ', ');
+BEGIN
+    EXECUTE format('TRUNCATE mart_base.%I', tbl);
+    EXECUTE format('INSERT INTO mart_base.%I (%s) %s', tbl, cols,
+                   format(query, parts, parts || '_orders', parts || '_products'));
+END
+$fn$;
+
+-- Adds temp table pg_temp.<tbl>_delta (the aggregate's keys and measures,
+-- the last measure counting the row's members) to aggregate `tbl`; rows
+-- whose count drops to 0 go; the temp table is dropped.
+CREATE OR REPLACE FUNCTION mart_base.add_delta(tbl text, keys text[], measures text[])
 RETURNS void
 LANGUAGE plpgsql
 AS $fn$
 DECLARE
     key_list text := array_to_string(ARRAY(SELECT quote_ident(k) FROM unnest(keys) k), ', ');
-    old_keys text := array_to_string(ARRAY(SELECT 'o.' || quote_ident(k) FROM unnest(keys) k), ', ');
     same_keys text := array_to_string(ARRAY(SELECT format('t.%1$I = d.%1$I', k) FROM unnest(keys) k), ' AND ');
-    old_negs text := array_to_string(ARRAY(SELECT '-o.' || quote_ident(m) FROM unnest(measures) m), ', ');
-    sums text := array_to_string(ARRAY(SELECT format('mart_base.sum8(d.%1$I) AS %1$I', m) FROM unnest(measures) m), ', ');
-    any_change text := array_to_string(ARRAY(SELECT format('mart_base.sum8(d.%I) <> 0', m) FROM unnest(measures) m), ' OR ');
     sets text := array_to_string(ARRAY(SELECT format('%1$I = t.%1$I + excluded.%1$I', m) FROM unnest(measures) m), ', ');
     members text := quote_ident(measures[array_length(measures, 1)]);
-    cols text := key_list || ', ' || array_to_string(ARRAY(SELECT quote_ident(m) FROM unnest(measures) m), ', ');
-    new_q text := format(query, new_parts, new_parts || '_orders', new_parts || '_products');
-    old_q text;
+    cols text := array_to_string(ARRAY(SELECT quote_ident(c) FROM unnest(keys || measures) c), ', ');
+    delta text := format('pg_temp.%I', tbl || '_delta');
 BEGIN
-    IF old_parts IS NULL THEN
-        EXECUTE format('TRUNCATE mart_base.%I', tbl);
-        EXECUTE format('INSERT INTO mart_base.%I (%s) %s', tbl, cols, new_q);
-        RETURN;
-    END IF;
-    old_q := format(query, old_parts, old_parts || '_orders', old_parts || '_products');
-    PERFORM mart_base.drop_temp('mart_delta');
-    EXECUTE format($q$
-        CREATE TEMP TABLE mart_delta ON COMMIT DROP AS
-        SELECT %1$s, %2$s
-        FROM (SELECT * FROM (%3$s) n
-              UNION ALL
-              SELECT %4$s, %5$s FROM (%6$s) o) d
-        GROUP BY %1$s
-        HAVING %7$s$q$,
-        key_list, sums, new_q, old_keys, old_negs, old_q, any_change);
-    ANALYZE pg_temp.mart_delta;  -- so the DELETE below probes the few rows it names
+    EXECUTE format('ANALYZE %s', delta);  -- so the DELETE below probes the few rows it names
     EXECUTE format($q$
         INSERT INTO mart_base.%1$I AS t (%2$s)
-        SELECT %2$s FROM pg_temp.mart_delta
+        SELECT %2$s FROM %5$s
         ON CONFLICT (%3$s) DO UPDATE SET %4$s$q$,
-        tbl, cols, key_list, sets);
+        tbl, cols, key_list, sets, delta);
     -- Rows whose count dropped to 0 go: only rows whose count fell can have.
-    EXECUTE format('DELETE FROM mart_base.%1$I t USING pg_temp.mart_delta d
+    EXECUTE format('DELETE FROM mart_base.%1$I t USING %4$s d
                     WHERE d.%3$s < 0 AND %2$s AND t.%3$s = 0',
-        tbl, same_keys, members);
-    DROP TABLE pg_temp.mart_delta;
+        tbl, same_keys, members, delta);
+    EXECUTE format('DROP TABLE %s', delta);
 END
 $fn$;
 
@@ -428,9 +439,8 @@ AS $fn$ VALUES
         FROM %3$I GROUP BY product_key$q$)
 $fn$;
 
--- The additive aggregates from parts `new_parts` (minus `old_parts`, or
--- rebuilt when it is NULL).
-CREATE OR REPLACE FUNCTION mart_base.merge_additive(new_parts text, old_parts text)
+-- The additive aggregates rebuilt from parts `parts`.
+CREATE OR REPLACE FUNCTION mart_base.merge_additive(parts text)
 RETURNS void
 LANGUAGE plpgsql
 AS $fn$
@@ -438,8 +448,7 @@ DECLARE
     spec record;
 BEGIN
     FOR spec IN SELECT * FROM mart_base.additive_specs() LOOP
-        PERFORM mart_base.merge(spec.tbl, spec.keys, spec.measures, spec.query,
-                                new_parts, old_parts);
+        PERFORM mart_base.merge(spec.tbl, spec.keys, spec.measures, spec.query, parts);
     END LOOP;
 END
 $fn$;
@@ -479,20 +488,15 @@ BEGIN
 END
 $fn$;
 
--- Replaces the sales_order rows of the orders `order_ids` (NULL: of every
--- order) with the orders of parts `parts`.
-CREATE OR REPLACE FUNCTION mart_base.store_orders(parts text, order_ids bigint[])
+-- Replaces every sales_order row with the orders of parts `parts`.
+CREATE OR REPLACE FUNCTION mart_base.store_orders(parts text)
 RETURNS void
 LANGUAGE plpgsql
 AS $fn$
 BEGIN
-    IF order_ids IS NULL THEN
-        TRUNCATE mart_base.sales_order;
-        -- Faster to index the whole table afterwards (finish_build).
-        PERFORM mart_base.drop_order_indexes();
-    ELSE
-        DELETE FROM mart_base.sales_order WHERE order_id = ANY(order_ids);
-    END IF;
+    TRUNCATE mart_base.sales_order;
+    -- Faster to index the whole table afterwards (finish_build).
+    PERFORM mart_base.drop_order_indexes();
     EXECUTE format($q$
         INSERT INTO mart_base.sales_order (order_id, customer_key, month, date_key, spend_cents,
                                            completion_micros, category_keys, category_cents)
@@ -650,8 +654,8 @@ SET jit = off
 AS $fn$
 BEGIN
     PERFORM mart_base.build_parts('dwh.fact_sales', 'mart_all');
-    PERFORM mart_base.merge_additive('mart_all', NULL);
-    PERFORM mart_base.store_orders('mart_all', NULL);
+    PERFORM mart_base.merge_additive('mart_all');
+    PERFORM mart_base.store_orders('mart_all');
     PERFORM mart_base.drop_temp('mart_all', 'mart_all_orders', 'mart_all_products',
                                 'mart_touched', 'mart_old');
     PERFORM mart_base.finish_build();
@@ -781,49 +785,63 @@ BEGIN
 END
 $fn$;
 
--- Brings the aggregates up to date with the fact rows of the captured
--- orders (sync, at the end of its transaction): the additive ones take the
--- difference, sales_order the orders' new rows, and temp table mart_pairs
--- lists the (customer, month) pairs of those orders before and after (empty
--- when nothing was captured). salesdwh then recomputes those pairs and
--- their customers (src/marts.rs recompute_pairs: replace_pairs, COPY,
--- apply_cohort_delta), or every customer after a category rename
--- (recompute_customers), then calls changes_applied. Stale aggregates are
--- rebuilt instead; returns whether it rebuilt them.
+-- Sync, at the end of its transaction: rebuilds stale aggregates (and
+-- returns true), or else prepares the temp tables salesdwh COPYs the
+-- captured orders' changes into (src/marts.rs apply_changes): for each
+-- additive aggregate <tbl>_delta, and mart_pairs, the (customer, month)
+-- pairs of those orders before and after; then add_deltas.
 CREATE OR REPLACE FUNCTION mart_base.apply_changes()
 RETURNS boolean
 LANGUAGE plpgsql
-SET work_mem = '64MB'
-SET jit = off
 AS $fn$
 DECLARE
-    touched bigint[];
+    spec record;
 BEGIN
     IF (SELECT stale FROM mart_base.state) THEN
         PERFORM mart_base.rebuild();
         RETURN true;
     END IF;
-    PERFORM mart_base.drop_temp('mart_now', 'mart_pairs');
+    PERFORM mart_base.drop_temp('mart_pairs');
     CREATE TEMP TABLE mart_pairs (customer_key bigint, month date) ON COMMIT DROP;
-    IF to_regclass('pg_temp.mart_touched') IS NOT NULL THEN
-        SELECT array_agg(order_id) INTO touched FROM pg_temp.mart_touched;
-    END IF;
-    IF touched IS NOT NULL THEN
-        -- Their fact rows now, read once (by the order_id index).
-        CREATE TEMP TABLE mart_now ON COMMIT DROP AS
-        SELECT * FROM dwh.fact_sales WHERE order_id = ANY(touched);
-        PERFORM mart_base.build_parts('pg_temp.mart_now', 'mart_new');
-        PERFORM mart_base.build_parts('pg_temp.mart_old', 'mart_was');
-        PERFORM mart_base.merge_additive('mart_new', 'mart_was');
-        PERFORM mart_base.store_orders('mart_new', touched);
-        INSERT INTO pg_temp.mart_pairs
-        SELECT DISTINCT customer_key, mart_base.month_of(date_key) AS month
-        FROM (SELECT customer_key, date_key FROM pg_temp.mart_new_orders
-              UNION ALL
-              SELECT customer_key, date_key FROM pg_temp.mart_was_orders) c;
-        ANALYZE pg_temp.mart_pairs;
-    END IF;
+    FOR spec IN SELECT * FROM mart_base.additive_specs() LOOP
+        PERFORM mart_base.drop_temp(spec.tbl || '_delta');
+        EXECUTE format('CREATE TEMP TABLE %I (LIKE mart_base.%I) ON COMMIT DROP',
+                       spec.tbl || '_delta', spec.tbl);
+    END LOOP;
     RETURN false;
+END
+$fn$;
+
+-- The captured orders (capture), none: an empty array.
+CREATE OR REPLACE FUNCTION mart_base.touched_orders()
+RETURNS bigint[]
+LANGUAGE plpgsql
+AS $fn$
+DECLARE
+    ids bigint[];
+BEGIN
+    IF to_regclass('pg_temp.mart_touched') IS NOT NULL THEN
+        EXECUTE 'SELECT array_agg(order_id ORDER BY order_id) FROM pg_temp.mart_touched' INTO ids;
+    END IF;
+    RETURN coalesce(ids, '{}');
+END
+$fn$;
+
+-- The additive deltas salesdwh COPYed added (add_delta), and the
+-- sales_order rows of the captured orders `order_ids` removed, for
+-- salesdwh to COPY their new ones (after it COPYed mart_pairs).
+CREATE OR REPLACE FUNCTION mart_base.add_deltas(order_ids bigint[])
+RETURNS void
+LANGUAGE plpgsql
+AS $fn$
+DECLARE
+    spec record;
+BEGIN
+    FOR spec IN SELECT * FROM mart_base.additive_specs() LOOP
+        PERFORM mart_base.add_delta(spec.tbl, spec.keys, spec.measures);
+    END LOOP;
+    DELETE FROM mart_base.sales_order WHERE order_id = ANY(order_ids);
+    ANALYZE pg_temp.mart_pairs;  -- the pairs' orders are read by index
 END
 $fn$;
 
@@ -843,16 +861,6 @@ BEGIN
     PERFORM mart_base.drop_temp('mart_cohort_delta');
     CREATE TEMP TABLE mart_cohort_delta (cohort_month date, month date, customers bigint)
         ON COMMIT DROP;
-END
-$fn$;
-
--- The customers of temp table mart_pairs (none: an empty array).
-CREATE OR REPLACE FUNCTION mart_base.pair_customers()
-RETURNS bigint[]
-LANGUAGE plpgsql
-AS $fn$
-BEGIN
-    RETURN ARRAY(SELECT DISTINCT customer_key FROM pg_temp.mart_pairs ORDER BY 1);
 END
 $fn$;
 
@@ -878,9 +886,7 @@ RETURNS void
 LANGUAGE plpgsql
 AS $fn$
 BEGIN
-    PERFORM mart_base.drop_temp('mart_touched', 'mart_old', 'mart_now', 'mart_pairs',
-        'mart_new', 'mart_new_orders', 'mart_new_products',
-        'mart_was', 'mart_was_orders', 'mart_was_products');
+    PERFORM mart_base.drop_temp('mart_touched', 'mart_old', 'mart_pairs');
     UPDATE mart_base.state SET updated_at = now();
 END
 $fn$;

@@ -10,6 +10,9 @@
 //!   `region_month`, `product_sales`: thousands of rows however large the
 //!   history), which the backfill adds up in memory ([`SmallAggregates`]).
 //!
+//! Sync uses the same definitions for its changed orders: [`delta`] is
+//! their share after minus their share before.
+//!
 //! The definitions are those of `mart_base.build_parts` and
 //! `merge_additive`; the tests check that both give the same rows.
 
@@ -114,6 +117,30 @@ impl SmallAggregates {
         }
     }
 
+    /// `self - other`, leaving out the rows where nothing is left.
+    pub fn subtract(&mut self, other: &SmallAggregates) {
+        for (k, v) in &other.managers {
+            let m = self.managers.entry(*k).or_default();
+            for (a, b) in m.iter_mut().zip(v) {
+                *a -= b;
+            }
+        }
+        for (k, v) in &other.regions {
+            let r = self.regions.entry(*k).or_default();
+            r[0] -= v[0];
+            r[1] -= v[1];
+        }
+        for (k, v) in &other.products {
+            let p = self.products.entry(*k).or_default();
+            for (a, b) in p.iter_mut().zip(v) {
+                *a -= b;
+            }
+        }
+        self.managers.retain(|_, v| v.iter().any(|x| *x != 0));
+        self.regions.retain(|_, v| v.iter().any(|x| *x != 0));
+        self.products.retain(|_, v| v.iter().any(|x| *x != 0));
+    }
+
     /// COPY streams of manager_month, region_month and product_sales, in
     /// the column orders above (None: no row).
     pub fn encode(&self) -> [Option<Bytes>; 3] {
@@ -178,20 +205,134 @@ fn month_days(date_key: i32) -> Option<i32> {
     days_of(date_key / 100 * 100 + 1)
 }
 
+/// Whether a status code counts in revenue: every status but the
+/// non-revenue ones (as the SQL's `NOT IN`; -1 codes a status that is none
+/// of [`ORDER_STATUSES`], which fact rows never carry).
 fn valid_status(code: i32) -> bool {
-    usize::try_from(code)
+    !usize::try_from(code)
         .ok()
         .and_then(|i| ORDER_STATUSES.get(i))
-        .is_some_and(|s| !NON_REVENUE_STATUSES.contains(s))
+        .is_some_and(|s| NON_REVENUE_STATUSES.contains(s))
+}
+
+/// The code of a status text for [`SaleLines::status`].
+pub fn status_code(status: &str) -> i32 {
+    ORDER_STATUSES
+        .iter()
+        .position(|s| *s == status)
+        .map_or(-1, |i| i as i32)
+}
+
+/// The additive aggregates' sums and the sales_order rows of some fact
+/// rows, before encoding.
+#[derive(Default)]
+struct Parts {
+    orders: CopyBuf,
+    cells: HashMap<(i32, i32, i32), Sums>,
+    small: SmallAggregates,
+    /// Each order with valid sales, by order_id.
+    sales: Vec<(i64, SalesOrder)>,
 }
 
 /// The chunk's share of the aggregates, from its valid sales.
 pub fn share(lines: &SaleLines<'_>) -> MartShare {
+    let parts = parts(lines, false);
+    let rows = [parts.orders.rows(), parts.cells.len() as u64];
+    MartShare {
+        rows,
+        orders: finished(parts.orders),
+        cells: encode_cells(parts.cells.iter()),
+        small: parts.small,
+    }
+}
+
+fn finished(b: CopyBuf) -> Option<Bytes> {
+    (b.rows() > 0).then(|| b.finish())
+}
+
+/// sales_cell rows as a COPY stream (None: no row).
+fn encode_cells<'a>(
+    cells: impl ExactSizeIterator<Item = (&'a (i32, i32, i32), &'a Sums)>,
+) -> Option<Bytes> {
+    let mut b = CopyBuf::with_capacity(cells.len() * 70 + 64);
+    for ((date_key, region, category), s) in cells {
+        b.row(CELL_COLUMNS.len() as i16);
+        b.i32(*date_key);
+        b.i32(*region);
+        b.i32(*category);
+        for v in s {
+            b.i64(*v);
+        }
+    }
+    finished(b)
+}
+
+/// What a sync's changed orders change in the aggregates: the additive
+/// ones as differences (new minus old; rows with no change left out), the
+/// orders' new sales_order rows, and the (customer, month) pairs whose
+/// customer aggregates need recomputing (those of the old and new rows).
+#[derive(Debug, Default)]
+pub struct MartDelta {
+    /// sales_cell, manager_month, region_month, product_sales differences
+    /// in [`CELL_COLUMNS`], [`MANAGER_COLUMNS`], [`REGION_COLUMNS`],
+    /// [`PRODUCT_COLUMNS`] order (None: no change).
+    pub additive: [Option<Bytes>; 4],
+    /// New sales_order rows ([`ORDER_COLUMNS`]).
+    pub orders: Option<Bytes>,
+    /// (customer_key, month) pairs ([`PAIR_COLUMNS`]).
+    pub pairs: Option<Bytes>,
+    /// The orders with valid sales before and after, by order_id.
+    pub old_sales: Vec<(i64, SalesOrder)>,
+    pub new_sales: Vec<(i64, SalesOrder)>,
+}
+
+/// Temp table mart_pairs' columns.
+pub const PAIR_COLUMNS: [&str; 2] = ["customer_key", "month"];
+
+/// The difference `new` minus `old` (all the fact rows of the same orders,
+/// before and after a change), as [`MartDelta`].
+pub fn delta(old: &SaleLines<'_>, new: &SaleLines<'_>) -> MartDelta {
+    let (old, new) = (parts(old, true), parts(new, true));
+    let mut cells = new.cells;
+    for (k, v) in &old.cells {
+        let c = cells.entry(*k).or_default();
+        for (a, b) in c.iter_mut().zip(v) {
+            *a -= b;
+        }
+    }
+    cells.retain(|_, v| v.iter().any(|x| *x != 0));
+    let mut small = new.small;
+    small.subtract(&old.small);
+    let [managers, regions, products] = small.encode();
+    let mut pairs: Vec<(i64, i32)> = old
+        .sales
+        .iter()
+        .chain(&new.sales)
+        .map(|(_, o)| (o.customer_key, o.month))
+        .collect();
+    pairs.sort_unstable();
+    pairs.dedup();
+    let mut p = CopyBuf::with_capacity(pairs.len() * 30 + 64);
+    for (customer, month) in pairs {
+        p.row(PAIR_COLUMNS.len() as i16);
+        p.i64(customer);
+        p.date(month);
+    }
+    MartDelta {
+        additive: [encode_cells(cells.iter()), managers, regions, products],
+        orders: finished(new.orders),
+        pairs: finished(p),
+        old_sales: old.sales,
+        new_sales: new.sales,
+    }
+}
+
+fn parts(lines: &SaleLines<'_>, keep_sales: bool) -> Parts {
     let mut rows: Vec<usize> = (0..lines.order_id.len())
         .filter(|&i| valid_status(lines.status[i]))
         .collect();
     if rows.is_empty() {
-        return MartShare::default();
+        return Parts::default();
     }
     // Orders, within them categories, within those products (a product has
     // one category) lie together.
@@ -206,6 +347,7 @@ pub fn share(lines: &SaleLines<'_>) -> MartShare {
     let mut orders = CopyBuf::with_capacity(rows.len() / 2 * 80 + 64);
     let mut cells: HashMap<(i32, i32, i32), Sums> = HashMap::new();
     let mut small = SmallAggregates::default();
+    let mut sales: Vec<(i64, SalesOrder)> = Vec::new();
     let SmallAggregates {
         managers,
         regions,
@@ -274,6 +416,23 @@ pub fn share(lines: &SaleLines<'_>) -> MartShare {
 
         let ordered = order.iter().map(|&i| lines.ordered_at[i]).min();
         let completed = order.iter().filter_map(|&i| lines.completed_at[i]).max();
+        if keep_sales {
+            sales.push((
+                order_id,
+                SalesOrder {
+                    customer_key: lines.customer_key[first],
+                    month,
+                    date_key,
+                    spend_cents: total[0],
+                    completion_micros: completed.zip(ordered).map(|(done, at)| done - at),
+                    categories: cat_keys
+                        .iter()
+                        .copied()
+                        .zip(cat_cents.iter().copied())
+                        .collect(),
+                },
+            ));
+        }
         orders.row(ORDER_COLUMNS.len() as i16);
         orders.i64(order_id);
         orders.i64(lines.customer_key[first]);
@@ -288,23 +447,11 @@ pub fn share(lines: &SaleLines<'_>) -> MartShare {
         orders.i64_array(&cat_cents);
     }
 
-    let mut cell_buf = CopyBuf::with_capacity(cells.len() * 70 + 64);
-    for ((date_key, region, category), s) in &cells {
-        cell_buf.row(CELL_COLUMNS.len() as i16);
-        cell_buf.i32(*date_key);
-        cell_buf.i32(*region);
-        cell_buf.i32(*category);
-        for v in s {
-            cell_buf.i64(*v);
-        }
-    }
-    let rows = [orders.rows(), cell_buf.rows()];
-    let done = |b: CopyBuf| (b.rows() > 0).then(|| b.finish());
-    MartShare {
-        rows,
-        orders: done(orders),
-        cells: done(cell_buf),
+    Parts {
+        orders,
+        cells,
         small,
+        sales,
     }
 }
 
@@ -345,10 +492,12 @@ pub struct MonthRow {
     pub first_day: i32,
     pub last_day: i32,
     pub categories: std::collections::BTreeMap<i32, i64>,
+    /// The median hours to completion, in hundredths.
+    pub median_cents: Option<i64>,
 }
 
 /// One `mart_base.sales_order` row, as the customer aggregates read it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SalesOrder {
     pub customer_key: i64,
     /// First day of the month, days since 1970.
@@ -438,7 +587,8 @@ impl CustomerBuilder {
             .map_or(-1, |(k, _)| *k)
     }
 
-    /// The next order; orders come in (customer_key, month) order.
+    /// The next order; a (customer_key, month)'s orders come together, a
+    /// customer's months too.
     pub fn push(&mut self, order: SalesOrder) {
         let key = (order.customer_key, order.month);
         if self.key != Some(key) {
@@ -475,35 +625,40 @@ impl CustomerBuilder {
         for (k, c) in orders.iter().flat_map(|o| &o.categories) {
             *cents.entry(*k).or_default() += c;
         }
-        let keys: Vec<i32> = cents.keys().copied().collect();
-        let values: Vec<i64> = cents.values().copied().collect();
-        let n_orders = orders.len() as i64;
-        let m = &mut self.months;
-        m.row(CUSTOMER_MONTH_COLUMNS.len() as i16);
-        m.i64(customer_key);
-        m.date(month);
-        m.i64(spend);
-        m.i64(orders.len() as i64);
-        match median_hours_cents(&done) {
-            Some(h) => m.numeric(h, 2),
-            None => m.null(),
-        }
-        let top = self.top(&cents);
-        let m = &mut self.months;
-        m.i32(top);
-        m.date(first_day);
-        m.date(last_day);
-        m.i32_array(&keys);
-        m.i64_array(&values);
-        self.add_month(MonthRow {
+        self.write_month(MonthRow {
             customer_key,
             month,
             spend_cents: spend,
-            orders: n_orders,
+            orders: orders.len() as i64,
             first_day,
             last_day,
             categories: cents,
+            median_cents: median_hours_cents(&done),
         });
+    }
+
+    /// Encodes a customer_month row (its top category from its
+    /// categories) and counts it towards its customer.
+    fn write_month(&mut self, row: MonthRow) {
+        let top = self.top(&row.categories);
+        let keys: Vec<i32> = row.categories.keys().copied().collect();
+        let values: Vec<i64> = row.categories.values().copied().collect();
+        let m = &mut self.months;
+        m.row(CUSTOMER_MONTH_COLUMNS.len() as i16);
+        m.i64(row.customer_key);
+        m.date(row.month);
+        m.i64(row.spend_cents);
+        m.i64(row.orders);
+        match row.median_cents {
+            Some(h) => m.numeric(h, 2),
+            None => m.null(),
+        }
+        m.i32(top);
+        m.date(row.first_day);
+        m.date(row.last_day);
+        m.i32_array(&keys);
+        m.i64_array(&values);
+        self.add_month(row);
     }
 
     /// A month's share of its customer's total and cohorts.
@@ -527,15 +682,28 @@ impl CustomerBuilder {
         c.months.push(row.month);
     }
 
-    /// The next customer_month row as it is stored (in (customer_key,
-    /// month) order, not mixed with [`Self::push`]): it counts towards its
-    /// customer's total and cohorts only (sync recomputes the totals of the
-    /// customers whose months it replaced this way).
+    /// A customer_month row as it is stored: it counts towards its
+    /// customer's total and cohorts only, and is not written again (sync
+    /// recomputes the totals of the customers whose months it replaced
+    /// this way). A customer's months, pushed whichever way, come together.
     pub fn push_month(&mut self, row: MonthRow) {
+        self.end_month();
         if self.customer.as_ref().map(|c| c.key) != Some(row.customer_key) {
             self.end_customer();
         }
         self.add_month(row);
+    }
+
+    /// A customer_month row computed elsewhere (sync: an old row plus the
+    /// change of its orders): written like a month of pushed orders, and
+    /// counted towards its customer. A customer's rows, whichever way they
+    /// come, must come together; within a customer, in any order.
+    pub fn push_new_month(&mut self, row: MonthRow) {
+        self.end_month();
+        if self.customer.as_ref().map(|c| c.key) != Some(row.customer_key) {
+            self.end_customer();
+        }
+        self.write_month(row);
     }
 
     /// Customers (other than -1) per (cohort month, month), after
@@ -642,6 +810,14 @@ mod tests {
     type Line = (i64, i32, i64, i32, i32, i64, i64, i64);
 
     fn lines_share(rows: &[Line]) -> MartShare {
+        with_lines(rows, share)
+    }
+
+    fn lines_delta(old: &[Line], new: &[Line]) -> MartDelta {
+        with_lines(old, |o| with_lines(new, |n| delta(o, n)))
+    }
+
+    fn with_lines<T>(rows: &[Line], f: impl FnOnce(&SaleLines<'_>) -> T) -> T {
         let n = rows.len();
         let col = |f: &dyn Fn(&Line) -> i64| -> Vec<i64> { rows.iter().map(f).collect() };
         let order_id = col(&|r| r.0);
@@ -656,7 +832,7 @@ mod tests {
         let small = vec![1i32; n];
         let ordered_at = vec![0i64; n];
         let completed_at = vec![Some(3_600_000_000i64); n];
-        share(&SaleLines {
+        f(&SaleLines {
             order_id: &order_id,
             date_key: &date_key,
             product_key: &product_key,
@@ -725,6 +901,48 @@ mod tests {
         ]);
         assert!(share.orders.is_none() && share.cells.is_none());
         assert_eq!(share.small.rows(), [0, 0, 0]);
+    }
+
+    #[test]
+    fn a_delta_is_new_minus_old_and_names_the_pairs_before_and_after() {
+        let (paid, cancelled) = (1, status_code("cancelled"));
+        let before: [Line; 2] = [
+            (1, 20260105, 10, 1, paid, 1, 100, 10),
+            (2, 20260207, 11, 2, paid, 1, 40, 4),
+        ];
+        // Unchanged: no additive row, the same orders, their pairs.
+        let same = lines_delta(&before, &before);
+        assert!(same.additive.iter().all(Option::is_none));
+        assert_eq!(same.old_sales, same.new_sales);
+        assert_eq!(same.old_sales.len(), 2);
+        assert!(same.pairs.is_some() && same.orders.is_some());
+        // Order 1 bought more, order 2 was cancelled.
+        let after: [Line; 2] = [
+            (1, 20260105, 10, 1, paid, 2, 150, 15),
+            (2, 20260207, 11, 2, cancelled, 1, 40, 4),
+        ];
+        let changed = lines_delta(&before, &after);
+        assert!(changed.additive.iter().all(Option::is_some));
+        assert_eq!(changed.old_sales.len(), 2);
+        assert_eq!(changed.new_sales.len(), 1);
+        assert_eq!(changed.new_sales[0].1.spend_cents, 150);
+        // The small sums: new minus old, rows with nothing left out.
+        let mut small = lines_share(&after).small;
+        small.subtract(&lines_share(&before).small);
+        assert_eq!(small.products[&10], [50, 1, 0]);
+        assert_eq!(small.products[&11], [-40, -1, -1]);
+        assert_eq!(small.rows(), [2, 2, 2]);
+        let mut none = lines_share(&before).small;
+        none.subtract(&lines_share(&before).small);
+        assert_eq!(none.rows(), [0, 0, 0]);
+    }
+
+    #[test]
+    fn statuses_outside_the_list_count_as_the_sql_counts_them() {
+        assert_eq!(status_code("paid"), 1);
+        assert_eq!(status_code("lost"), -1);
+        assert!(valid_status(-1) && valid_status(1));
+        assert!(!valid_status(status_code("returned")));
     }
 
     #[test]
