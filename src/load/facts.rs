@@ -148,7 +148,7 @@ pub async fn create_staging(tx: &Transaction<'_>) -> Result<(), LoadError> {
     .map_err(LoadError::pg("creating the sync staging tables"))
 }
 
-/// Records orders whose fact rows the staging tables now hold in full.
+/// Records the orders whose fact rows the staging tables will hold in full.
 pub async fn stage_orders(tx: &Transaction<'_>, order_ids: &[i64]) -> Result<(), LoadError> {
     tx.execute(
         &format!(
@@ -178,25 +178,42 @@ fn changed_name(table: &Table) -> String {
     quote_ident(Dialect::Postgres, &format!("stg_changed_{}", table.name))
 }
 
-/// Compares the staged facts with the fact rows of the staged orders, read
-/// once (by the order_id index) into temp tables, so that what follows
-/// compares small temp tables instead of probing the fact tables again
-/// and again. Returns the orders whose fact_sales rows [`apply_staged`]
-/// will change: a row new, different or gone, and the old order of an
-/// item that moved from an order not staged. Call it once, after staging
-/// and before capturing for the marts and applying.
-pub async fn compare_staged(tx: &Transaction<'_>) -> Result<Vec<i64>, LoadError> {
+/// Reads the current fact rows of the staged orders ([`stage_orders`]) once,
+/// by the order_id index, into temp tables: [`compare_staged`] and
+/// [`apply_staged`] compare those small tables instead of probing the
+/// fact tables again and again. Call it once (sync calls it while MySQL
+/// is read).
+pub async fn read_prior(tx: &Transaction<'_>) -> Result<(), LoadError> {
     let orders = quote_ident(Dialect::Postgres, SYNC_ORDERS);
+    for (table, _) in STAGED_FACTS {
+        let sql = format!(
+            "CREATE TEMP TABLE {prior} ON COMMIT DROP AS \
+             SELECT f.* FROM {fact} f JOIN {orders} o ON f.order_id = o.order_id",
+            prior = prior_name(table),
+            fact = qualified(table),
+        );
+        tx.batch_execute(&sql).await.map_err(LoadError::pg(format!(
+            "reading the current rows of {}",
+            table.name
+        )))?;
+    }
+    Ok(())
+}
+
+/// Compares the staged facts with the fact rows [`read_prior`] read: the
+/// staged rows that differ go to a temp table, so only they are written.
+/// Returns the orders whose fact_sales rows [`apply_staged`] will change:
+/// a row new, different or gone, and the old order of an item that moved
+/// from an order not staged. Call it once, after staging and before
+/// capturing for the marts and applying, after [`read_prior`].
+pub async fn compare_staged(tx: &Transaction<'_>) -> Result<Vec<i64>, LoadError> {
     for (table, pk) in STAGED_FACTS {
         let pk = quote_ident(Dialect::Postgres, pk);
         let sql = format!(
-            "CREATE TEMP TABLE {prior} ON COMMIT DROP AS \
-             SELECT f.* FROM {fact} f JOIN {orders} o ON f.order_id = o.order_id; \
-             CREATE TEMP TABLE {changed} ON COMMIT DROP AS SELECT s.* FROM {stg} s \
+            "CREATE TEMP TABLE {changed} ON COMMIT DROP AS SELECT s.* FROM {stg} s \
              WHERE NOT EXISTS (SELECT 1 FROM {prior} p WHERE p.{pk} = s.{pk} AND NOT {differs})",
             prior = prior_name(table),
             changed = changed_name(table),
-            fact = qualified(table),
             stg = dims::staging_name(table),
             differs = dims::row_differs(table, "p", "s"),
         );

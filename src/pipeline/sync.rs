@@ -322,6 +322,14 @@ async fn body(
             });
         }
         drop(sender);
+        // While MySQL reads: the orders to re-derive, and their fact rows now.
+        let t = Instant::now();
+        load_facts::stage_orders(&tx, &orders).await?;
+        load_facts::read_prior(&tx).await?;
+        tracing::debug!(
+            ms = t.elapsed().as_millis() as u64,
+            "read the current fact rows of the orders"
+        );
         let staged: Result<(), PipelineError> = async {
             while let Some((part, chunk, read_ms)) = chunks.recv().await {
                 let t = Instant::now();
@@ -335,7 +343,6 @@ async fn body(
                 rejected_payments.extend(out.payment_rejects.iter().map(|r| r.source_pk));
                 stats.add(&out.stats);
                 load_facts::write_chunk(&tx, out, run_id, covered, Target::Staging).await?;
-                load_facts::stage_orders(&tx, &part).await?;
                 bar.inc(part.len() as u64);
                 tracing::debug!(
                     orders = part.len(),
@@ -360,6 +367,8 @@ async fn body(
         staged?;
         read?;
         bar.finish();
+    } else {
+        load_facts::read_prior(&tx).await?;
     }
     let released = [
         (
