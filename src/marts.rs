@@ -11,7 +11,7 @@
 //! - `init` [`ensure_built`]s them (new, stale or of an older definition);
 //! - `backfill` builds them from its chunks: each chunk COPYs its share
 //!   ([`share_streams`]) in its own transaction; after the load
-//!   [`fold_parts`] and [`build_customers`] (each in a transaction of its
+//!   [`write_additive`] and [`build_customers`] (each in a transaction of its
 //!   own, idempotent) finish them, and [`finish_parts`] marks them built in
 //!   the final transaction. A resumed backfill [`rebuild`]s them instead;
 //! - `sync` [`capture`]s the orders (and [`capture_products`] the products)
@@ -148,54 +148,55 @@ async fn in_transaction<T>(
     Ok(out)
 }
 
-/// The additive aggregates: sales_cell from the backfill chunks' parts,
-/// the small ones from their sums over every chunk (`small`), in a
-/// transaction of its own (idempotent): the backfill runs it beside the
-/// fact indexes and [`build_customers`].
-pub async fn fold_parts(
+/// The additive aggregates from the backfill chunks' sums, added up in
+/// memory (`sums`), in a transaction of its own (idempotent): the
+/// backfill runs it beside the fact indexes and [`build_customers`].
+pub async fn write_additive(
     client: &mut tokio_postgres::Client,
-    small: &tm::SmallAggregates,
+    sums: &tm::AdditiveSums,
 ) -> Result<(), MartsError> {
-    in_transaction(client, async |tx| fold_parts_in(tx, small).await).await
+    in_transaction(client, async |tx| write_additive_in(tx, sums).await).await
 }
 
-async fn fold_parts_in(
+async fn write_additive_in(
     tx: &tokio_postgres::Transaction<'_>,
-    small: &tm::SmallAggregates,
+    sums: &tm::AdditiveSums,
 ) -> Result<(), MartsError> {
     call(
         tx,
-        "add up the parts of",
-        "SELECT mart_base.fold_parts()",
+        "prepare the sums of",
+        "SELECT mart_base.start_additive()",
         &[],
     )
     .await?;
-    let [managers, regions, products] = small.encode();
-    for (table, columns, data) in [
-        (
-            "mart_base.manager_month",
-            &tm::MANAGER_COLUMNS[..],
-            managers,
-        ),
-        ("mart_base.region_month", &tm::REGION_COLUMNS[..], regions),
-        (
-            "mart_base.product_sales",
-            &tm::PRODUCT_COLUMNS[..],
-            products,
-        ),
-    ] {
+    for ((table, columns), data) in ADDITIVE_TABLES.iter().zip(sums.encode()) {
         if let Some(data) = data {
             copy_stream(tx, table, columns, data, "write the sums of").await?;
         }
     }
+    call(
+        tx,
+        "index the sums of",
+        "SELECT mart_base.additive_written()",
+        &[],
+    )
+    .await?;
     Ok(())
 }
+
+/// The additive aggregates, in [`tm::AdditiveSums::encode`] order.
+const ADDITIVE_TABLES: [(&str, &[&str]); 4] = [
+    ("mart_base.sales_cell", &tm::CELL_COLUMNS),
+    ("mart_base.manager_month", &tm::MANAGER_COLUMNS),
+    ("mart_base.region_month", &tm::REGION_COLUMNS),
+    ("mart_base.product_sales", &tm::PRODUCT_COLUMNS),
+];
 
 /// The customer aggregates from the backfill chunks' sales_order rows,
 /// read once in (customer, month) order and computed here
 /// ([`tm::CustomerBuilder`]: several times faster than the same in SQL,
 /// where medians, tie breaks and per-category sums each cost a pass).
-/// In a transaction of its own (idempotent), like [`fold_parts`].
+/// In a transaction of its own (idempotent), like [`write_additive`].
 pub async fn build_customers(client: &mut tokio_postgres::Client) -> Result<(), MartsError> {
     in_transaction(client, async |tx| build_customers_in(tx).await).await
 }
@@ -289,15 +290,12 @@ pub async fn finish_parts<C: GenericClient + Sync>(client: &C) -> Result<Upkeep,
 }
 
 /// Where a backfill chunk's share of the aggregates is COPYed, in the
-/// chunk's transaction: table, columns, stream (None: no row). (Its small
-/// sums are added up in memory: [`fold_parts`].)
+/// chunk's transaction: table, columns, stream (None: no row). (Its sums
+/// are added up in memory: [`write_additive`].)
 pub fn share_streams(
     share: MartShare,
-) -> [(&'static str, &'static [&'static str], Option<Bytes>); 2] {
-    [
-        ("mart_base.sales_order", &tm::ORDER_COLUMNS, share.orders),
-        ("mart_base.sales_cell_part", &tm::CELL_COLUMNS, share.cells),
-    ]
+) -> [(&'static str, &'static [&'static str], Option<Bytes>); 1] {
+    [("mart_base.sales_order", &tm::ORDER_COLUMNS, share.orders)]
 }
 
 /// category_key → its place in (name, category_key) order: the tie break

@@ -34,11 +34,11 @@
 --     never see half a run:
 --       - backfill computes them while its chunks pass (salesdwh, in Rust:
 --         src/transform/marts.rs): each chunk writes its orders' sales_order
---         rows and its sales_cell partial sums (sales_cell_part) in its own
---         transaction and adds its small sums up in memory; after the load
---         fold_parts and prepare_customers/customers_written (the customer
---         aggregates computed from sales_order) finish them, and
---         finish_parts marks them built in the last transaction. A resumed
+--         rows in its own transaction and adds its sums of the additive
+--         aggregates up in memory; after the load salesdwh writes those
+--         (start_additive/additive_written) and the customer aggregates it
+--         computes from sales_order (prepare_customers/customers_written),
+--         and finish_parts marks them built in the last transaction. A resumed
 --         backfill calls mart_base.rebuild(): every aggregate recomputed
 --         from fact_sales in SQL;
 --       - sync hands the orders it is about to change to
@@ -172,11 +172,14 @@ CREATE TABLE IF NOT EXISTS mart_base.product_sales (
     orders      bigint  NOT NULL
 );
 
--- A backfill's per-chunk partial sums of sales_cell (computed in Rust
--- while the chunks pass through the transform); fold_parts adds them up at
--- the end. Empty outside a backfill. (The other additive aggregates have a
--- few thousand rows: the backfill adds their chunk sums up in memory.)
-CREATE TABLE IF NOT EXISTS mart_base.sales_cell_part (LIKE mart_base.sales_cell);
+-- (Earlier versions kept a backfill's sales_cell parts in a table.)
+DO $drop$
+BEGIN
+    IF to_regclass('mart_base.sales_cell_part') IS NOT NULL THEN
+        DROP TABLE mart_base.sales_cell_part;
+    END IF;
+END
+$drop$;
 
 -- Grain order with valid sales: what customer_month is computed from, so
 -- that a change recomputes a (customer, month) from its few orders instead
@@ -249,7 +252,8 @@ BEGIN
     FOREACH f IN ARRAY ARRAY['mart_base.merge(text, text[], text[], text, text, text)',
                              'mart_base.merge_additive(text, text)',
                              'mart_base.store_orders(text, bigint[])',
-                             'mart_base.pair_customers()'] LOOP
+                             'mart_base.pair_customers()',
+                             'mart_base.fold_parts()'] LOOP
         IF to_regprocedure(f) IS NOT NULL THEN
             EXECUTE 'DROP FUNCTION ' || f;
         END IF;
@@ -453,37 +457,31 @@ BEGIN
 END
 $fn$;
 
--- The additive aggregates that have parts (<table>_part) as the sums of
--- the backfill's chunk parts; the others emptied, for salesdwh to COPY.
--- Idempotent: the parts stay until finish_parts, so a backfill that dies
--- after this commits does it again.
-CREATE OR REPLACE FUNCTION mart_base.fold_parts()
+-- The additive aggregates emptied for a backfill to COPY the sums it
+-- added up in memory; sales_cell unindexed until additive_written (one
+-- sorted pass indexes hundreds of thousands of keys in half the time of
+-- inserting them into the index). Idempotent.
+CREATE OR REPLACE FUNCTION mart_base.start_additive()
 RETURNS void
 LANGUAGE plpgsql
-SET work_mem = '256MB'
-SET jit = off
 AS $fn$
 DECLARE
     spec record;
-    key_list text;
 BEGIN
     FOR spec IN SELECT * FROM mart_base.additive_specs() LOOP
         EXECUTE format('TRUNCATE mart_base.%I', spec.tbl);
-        CONTINUE WHEN to_regclass(format('mart_base.%I', spec.tbl || '_part')) IS NULL;
-        key_list := array_to_string(ARRAY(SELECT quote_ident(k) FROM unnest(spec.keys) k), ', ');
-        -- Filled unindexed, then indexed in one sorted pass: half the time
-        -- of inserting hundreds of thousands of keys into the index.
-        EXECUTE format('ALTER TABLE mart_base.%I DROP CONSTRAINT %I', spec.tbl, spec.tbl || '_pkey');
-        EXECUTE format('INSERT INTO mart_base.%1$I (%2$s, %3$s) SELECT %2$s, %4$s
-                        FROM mart_base.%5$I GROUP BY %2$s',
-            spec.tbl, key_list,
-            array_to_string(ARRAY(SELECT quote_ident(m) FROM unnest(spec.measures) m), ', '),
-            array_to_string(ARRAY(SELECT format('mart_base.sum8(%I)', m)
-                                  FROM unnest(spec.measures) m), ', '),
-            spec.tbl || '_part');
-        EXECUTE format('ALTER TABLE mart_base.%I ADD CONSTRAINT %I PRIMARY KEY (%s)',
-                       spec.tbl, spec.tbl || '_pkey', key_list);
     END LOOP;
+    ALTER TABLE mart_base.sales_cell DROP CONSTRAINT IF EXISTS sales_cell_pkey;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION mart_base.additive_written()
+RETURNS void
+LANGUAGE plpgsql
+AS $fn$
+BEGIN
+    ALTER TABLE mart_base.sales_cell ADD CONSTRAINT sales_cell_pkey
+        PRIMARY KEY (date_key, region_key, category_key);
     ANALYZE mart_base.sales_cell;
 END
 $fn$;
@@ -636,7 +634,6 @@ AS $fn$
 BEGIN
     PERFORM mart_base.restore_order_indexes();
     PERFORM mart_base.recompute_customers();
-    TRUNCATE mart_base.sales_cell_part;  -- of a backfill that fell back to this
     PERFORM mart_base.mark_built();
 END
 $fn$;
@@ -663,7 +660,7 @@ END
 $fn$;
 
 -- A backfill that computes the aggregates from its chunks starts here
--- (its first attempt): every aggregate and part emptied, sales_order
+-- (its first attempt): every aggregate emptied, sales_order
 -- unindexed, all marked stale until finish_parts (a rebuild puts a stale
 -- state right).
 CREATE OR REPLACE FUNCTION mart_base.start_parts()
@@ -684,10 +681,11 @@ BEGIN
 END
 $fn$;
 
--- The end of such a backfill. Every chunk wrote its sales_order rows and
--- its parts (in its own transaction); then, side by side with the fact
--- indexes, each in its own transaction and idempotent:
---   * fold_parts: the additive aggregates;
+-- The end of such a backfill. Every chunk wrote its sales_order rows (in
+-- its own transaction); then, side by side with the fact indexes, each in
+-- its own transaction and idempotent:
+--   * start_additive, then salesdwh COPYs the additive sums it added up,
+--     then additive_written;
 --   * prepare_customers, then salesdwh COPYs the customer aggregates it
 --     computed from sales_order (src/marts.rs), then customers_written;
 -- and last, in the backfill's final transaction, finish_parts.
@@ -715,7 +713,6 @@ RETURNS void
 LANGUAGE plpgsql
 AS $fn$
 BEGIN
-    TRUNCATE mart_base.sales_cell_part;
     UPDATE mart_base.state SET stale = false, built_at = now(), updated_at = now();
 END
 $fn$;

@@ -47,7 +47,7 @@ use crate::schema::model::Table;
 use crate::schema::{oltp, OLTP};
 use crate::state::{self, BackfillState};
 use crate::transform::facts::{self as tfacts, FactContext};
-use crate::transform::marts::SmallAggregates;
+use crate::transform::marts::AdditiveSums;
 use crate::transform::{dims as tdims, Keys, RunStats, TableStats};
 
 #[derive(Debug, Clone)]
@@ -341,10 +341,10 @@ async fn body(
         .map(|(a, b)| (day_micros(a), day_micros(b) + DAY_MICROS));
     let mart_parts = plan.get("mart_parts").and_then(|v| v.as_bool()) == Some(true);
     // The marts from the chunks' shares, unless an earlier attempt loaded
-    // chunks: their small sums died with it, so a resumed backfill
+    // chunks: their sums died with it, so a resumed backfill
     // rebuilds the marts from fact_sales instead (slower; rare).
     let build_marts = opts.refresh_marts && mart_parts && done.is_empty();
-    let small = Arc::new(Mutex::new(SmallAggregates::default()));
+    let sums = Arc::new(Mutex::new(AdditiveSums::default()));
     let mut ctx = FactContext::new(Arc::new(keys), now + DAY_MICROS, window);
     ctx.mart_share = build_marts;
     let ctx = Arc::new(ctx);
@@ -360,7 +360,7 @@ async fn body(
         opts.workers,
         stats,
         bars.clone(),
-        &small,
+        &sums,
     )
     .await?;
     bars.finish();
@@ -398,10 +398,10 @@ async fn body(
     };
     let additive = async {
         if build_marts {
-            tracing::info!("adding up the marts' parts");
+            tracing::info!("writing the marts' sums");
             let mut conn = pool.get().await.map_err(LoadError::Pool)?;
-            let small = small.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            crate::marts::fold_parts(&mut conn, &small)
+            let sums = std::mem::take(&mut *sums.lock().unwrap_or_else(|e| e.into_inner()));
+            crate::marts::write_additive(&mut conn, &sums)
                 .await
                 .map_err(PipelineError::Marts)?;
         }
@@ -621,7 +621,7 @@ async fn load_facts_parallel(
     workers: usize,
     stats: &Arc<Mutex<RunStats>>,
     bars: Arc<FactBars>,
-    small: &Arc<Mutex<SmallAggregates>>,
+    sums: &Arc<Mutex<AdditiveSums>>,
 ) -> Result<(), PipelineError> {
     let queue = Arc::new(Mutex::new(todo));
     // Bounded: extractors wait while loaders are busy, so at most
@@ -659,7 +659,7 @@ async fn load_facts_parallel(
         let pool = pool.clone();
         let stats = stats.clone();
         let bars = bars.clone();
-        let small = small.clone();
+        let sums = sums.clone();
         tasks.spawn(async move {
             loop {
                 let chunk = rx.lock().await.recv().await;
@@ -670,7 +670,7 @@ async fn load_facts_parallel(
                 let mut out = tokio::task::spawn_blocking(move || tfacts::transform(&chunk, &ctx))
                     .await
                     .map_err(|e| PipelineError::Task(e.to_string()))??;
-                let chunk_small = out.marts.as_mut().map(|m| std::mem::take(&mut m.small));
+                let chunk_sums = out.marts.as_mut().map(|m| std::mem::take(&mut m.sums));
                 let transform_ms = t.elapsed().as_millis() as u64;
                 let t = Instant::now();
                 let chunk_stats = out.stats.clone();
@@ -686,11 +686,10 @@ async fn load_facts_parallel(
                     .await
                     .map_err(LoadError::pg(format!("committing orders {lo}..={hi}")))?;
                 // Only committed chunks count.
-                if let Some(chunk_small) = chunk_small {
-                    small
-                        .lock()
+                if let Some(chunk_sums) = chunk_sums {
+                    sums.lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .add(&chunk_small);
+                        .add(&chunk_sums);
                 }
                 tracing::debug!(
                     lo,

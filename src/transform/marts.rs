@@ -4,11 +4,10 @@
 //!
 //! - the `sales_order` row of each of its orders with valid sales (an order
 //!   lies whole in one chunk, so the row is final);
-//! - its partial sums of `sales_cell`, which the end of the backfill adds
-//!   up over all chunks (`mart_base.fold_parts`);
-//! - its partial sums of the small additive aggregates (`manager_month`,
-//!   `region_month`, `product_sales`: thousands of rows however large the
-//!   history), which the backfill adds up in memory ([`SmallAggregates`]).
+//! - its partial sums of the additive aggregates (`sales_cell`,
+//!   `manager_month`, `region_month`, `product_sales`), which the backfill
+//!   adds up in memory ([`AdditiveSums`]: bounded by the dimensions, at
+//!   most days × regions × categories cells however large the history).
 //!
 //! Sync uses the same definitions for its changed orders: [`delta`] is
 //! their share after minus their share before.
@@ -35,7 +34,7 @@ pub const ORDER_COLUMNS: [&str; 8] = [
     "category_keys",
     "category_cents",
 ];
-/// `mart_base.sales_cell_part` columns in COPY order.
+/// `mart_base.sales_cell` columns in COPY order.
 pub const CELL_COLUMNS: [&str; 8] = [
     "date_key",
     "region_key",
@@ -82,25 +81,29 @@ pub struct SaleLines<'a> {
 /// One chunk's share (see the module doc).
 #[derive(Debug, Default)]
 pub struct MartShare {
-    /// COPY streams (None: no row).
+    /// The sales_order rows as a COPY stream (None: no row), and how many.
     pub orders: Option<Bytes>,
-    pub cells: Option<Bytes>,
-    /// Rows in each stream, in the order above.
-    pub rows: [u64; 2],
-    pub small: SmallAggregates,
+    pub order_rows: u64,
+    pub sums: AdditiveSums,
 }
 
-/// Sums of manager_month (employee, month), region_month (month, region)
-/// and product_sales (product): added up over the chunks in memory.
+/// Sums of sales_cell (day, region, category), manager_month (employee,
+/// month), region_month (month, region) and product_sales (product): added
+/// up over the chunks in memory. Bounded by the dimensions, not the
+/// facts: sales_cell has at most days × regions × categories rows.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct SmallAggregates {
+pub struct AdditiveSums {
+    cells: HashMap<(i32, i32, i32), Sums>,
     managers: HashMap<(i32, i32), Sums>,
     regions: HashMap<(i32, i32), [i64; 2]>,
     products: HashMap<i64, [i64; 3]>,
 }
 
-impl SmallAggregates {
-    pub fn add(&mut self, other: &SmallAggregates) {
+impl AdditiveSums {
+    pub fn add(&mut self, other: &AdditiveSums) {
+        for (k, v) in &other.cells {
+            add(self.cells.entry(*k).or_default(), v);
+        }
         for (k, v) in &other.managers {
             add(self.managers.entry(*k).or_default(), v);
         }
@@ -118,7 +121,13 @@ impl SmallAggregates {
     }
 
     /// `self - other`, leaving out the rows where nothing is left.
-    pub fn subtract(&mut self, other: &SmallAggregates) {
+    pub fn subtract(&mut self, other: &AdditiveSums) {
+        for (k, v) in &other.cells {
+            let c = self.cells.entry(*k).or_default();
+            for (a, b) in c.iter_mut().zip(v) {
+                *a -= b;
+            }
+        }
         for (k, v) in &other.managers {
             let m = self.managers.entry(*k).or_default();
             for (a, b) in m.iter_mut().zip(v) {
@@ -136,14 +145,15 @@ impl SmallAggregates {
                 *a -= b;
             }
         }
+        self.cells.retain(|_, v| v.iter().any(|x| *x != 0));
         self.managers.retain(|_, v| v.iter().any(|x| *x != 0));
         self.regions.retain(|_, v| v.iter().any(|x| *x != 0));
         self.products.retain(|_, v| v.iter().any(|x| *x != 0));
     }
 
-    /// COPY streams of manager_month, region_month and product_sales, in
-    /// the column orders above (None: no row).
-    pub fn encode(&self) -> [Option<Bytes>; 3] {
+    /// COPY streams of sales_cell, manager_month, region_month and
+    /// product_sales, in the column orders above (None: no row).
+    pub fn encode(&self) -> [Option<Bytes>; 4] {
         let mut managers = CopyBuf::with_capacity(self.managers.len() * 70 + 64);
         for ((employee, month), s) in &self.managers {
             managers.row(MANAGER_COLUMNS.len() as i16);
@@ -169,13 +179,22 @@ impl SmallAggregates {
                 products.i64(*v);
             }
         }
-        let done = |b: CopyBuf| (b.rows() > 0).then(|| b.finish());
-        [done(managers), done(regions), done(products)]
+        [
+            encode_cells(self.cells.iter()),
+            finished(managers),
+            finished(regions),
+            finished(products),
+        ]
     }
 
-    /// Rows of manager_month, region_month and product_sales.
-    pub fn rows(&self) -> [usize; 3] {
-        [self.managers.len(), self.regions.len(), self.products.len()]
+    /// Rows of sales_cell, manager_month, region_month and product_sales.
+    pub fn rows(&self) -> [usize; 4] {
+        [
+            self.cells.len(),
+            self.managers.len(),
+            self.regions.len(),
+            self.products.len(),
+        ]
     }
 }
 
@@ -228,8 +247,7 @@ pub fn status_code(status: &str) -> i32 {
 #[derive(Default)]
 struct Parts {
     orders: CopyBuf,
-    cells: HashMap<(i32, i32, i32), Sums>,
-    small: SmallAggregates,
+    sums: AdditiveSums,
     /// Each order with valid sales, by order_id.
     sales: Vec<(i64, SalesOrder)>,
 }
@@ -237,12 +255,10 @@ struct Parts {
 /// The chunk's share of the aggregates, from its valid sales.
 pub fn share(lines: &SaleLines<'_>) -> MartShare {
     let parts = parts(lines, false);
-    let rows = [parts.orders.rows(), parts.cells.len() as u64];
     MartShare {
-        rows,
+        order_rows: parts.orders.rows(),
         orders: finished(parts.orders),
-        cells: encode_cells(parts.cells.iter()),
-        small: parts.small,
+        sums: parts.sums,
     }
 }
 
@@ -293,17 +309,8 @@ pub const PAIR_COLUMNS: [&str; 2] = ["customer_key", "month"];
 /// before and after a change), as [`MartDelta`].
 pub fn delta(old: &SaleLines<'_>, new: &SaleLines<'_>) -> MartDelta {
     let (old, new) = (parts(old, true), parts(new, true));
-    let mut cells = new.cells;
-    for (k, v) in &old.cells {
-        let c = cells.entry(*k).or_default();
-        for (a, b) in c.iter_mut().zip(v) {
-            *a -= b;
-        }
-    }
-    cells.retain(|_, v| v.iter().any(|x| *x != 0));
-    let mut small = new.small;
-    small.subtract(&old.small);
-    let [managers, regions, products] = small.encode();
+    let mut sums = new.sums;
+    sums.subtract(&old.sums);
     let mut pairs: Vec<(i64, i32)> = old
         .sales
         .iter()
@@ -319,7 +326,7 @@ pub fn delta(old: &SaleLines<'_>, new: &SaleLines<'_>) -> MartDelta {
         p.date(month);
     }
     MartDelta {
-        additive: [encode_cells(cells.iter()), managers, regions, products],
+        additive: sums.encode(),
         orders: finished(new.orders),
         pairs: finished(p),
         old_sales: old.sales,
@@ -345,14 +352,14 @@ fn parts(lines: &SaleLines<'_>, keep_sales: bool) -> Parts {
     });
 
     let mut orders = CopyBuf::with_capacity(rows.len() / 2 * 80 + 64);
-    let mut cells: HashMap<(i32, i32, i32), Sums> = HashMap::new();
-    let mut small = SmallAggregates::default();
+    let mut sums = AdditiveSums::default();
     let mut sales: Vec<(i64, SalesOrder)> = Vec::new();
-    let SmallAggregates {
+    let AdditiveSums {
+        cells,
         managers,
         regions,
         products,
-    } = &mut small;
+    } = &mut sums;
     let mut cat_keys: Vec<i32> = Vec::new();
     let mut cat_cents: Vec<i64> = Vec::new();
 
@@ -449,8 +456,7 @@ fn parts(lines: &SaleLines<'_>, keep_sales: bool) -> Parts {
 
     Parts {
         orders,
-        cells,
-        small,
+        sums,
         sales,
     }
 }
@@ -899,8 +905,8 @@ mod tests {
             (1, 20260105, 10, 1, cancelled, 1, 100, 10),
             (2, 20260105, 10, 1, returned, 1, 100, 10),
         ]);
-        assert!(share.orders.is_none() && share.cells.is_none());
-        assert_eq!(share.small.rows(), [0, 0, 0]);
+        assert!(share.orders.is_none());
+        assert_eq!(share.sums.rows(), [0, 0, 0, 0]);
     }
 
     #[test]
@@ -927,14 +933,14 @@ mod tests {
         assert_eq!(changed.new_sales.len(), 1);
         assert_eq!(changed.new_sales[0].1.spend_cents, 150);
         // The small sums: new minus old, rows with nothing left out.
-        let mut small = lines_share(&after).small;
-        small.subtract(&lines_share(&before).small);
-        assert_eq!(small.products[&10], [50, 1, 0]);
-        assert_eq!(small.products[&11], [-40, -1, -1]);
-        assert_eq!(small.rows(), [2, 2, 2]);
-        let mut none = lines_share(&before).small;
-        none.subtract(&lines_share(&before).small);
-        assert_eq!(none.rows(), [0, 0, 0]);
+        let mut sums = lines_share(&after).sums;
+        sums.subtract(&lines_share(&before).sums);
+        assert_eq!(sums.products[&10], [50, 1, 0]);
+        assert_eq!(sums.products[&11], [-40, -1, -1]);
+        assert_eq!(sums.rows(), [2, 2, 2, 2]);
+        let mut none = lines_share(&before).sums;
+        none.subtract(&lines_share(&before).sums);
+        assert_eq!(none.rows(), [0, 0, 0, 0]);
     }
 
     #[test]
@@ -956,13 +962,14 @@ mod tests {
         ]);
         // Two orders; cells (day, region 1, category 1) and (…, category 2);
         // one manager month, one region month; products 10, 11, 12.
-        assert_eq!(share.rows, [2, 2]);
-        assert_eq!(share.small.rows(), [1, 1, 3]);
+        assert_eq!(share.order_rows, 2);
+        assert_eq!(share.sums.rows(), [2, 1, 1, 3]);
         // Added to itself: the same keys, twice the sums.
-        let mut twice = share.small.clone();
-        twice.add(&share.small);
-        assert_eq!(twice.rows(), [1, 1, 3]);
+        let mut twice = share.sums.clone();
+        twice.add(&share.sums);
+        assert_eq!(twice.rows(), [2, 1, 1, 3]);
         assert_eq!(twice.products[&10], [300, 8, 2]);
-        assert!(share.orders.is_some() && share.cells.is_some());
+        assert_eq!(twice.cells[&(20260105, 1, 1)], [900, 90, 6, 12, 4]);
+        assert!(share.orders.is_some());
     }
 }
