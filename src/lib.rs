@@ -16,6 +16,7 @@ pub mod progress;
 pub mod quality;
 pub mod schema;
 pub mod seed;
+pub mod spill;
 pub mod state;
 pub mod status;
 pub mod summary;

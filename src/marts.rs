@@ -53,11 +53,20 @@ pub const MARTS: [&str; 9] = [
 ];
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot {what} the marts")]
-pub struct MartsError {
-    what: &'static str,
-    #[source]
-    source: tokio_postgres::Error,
+pub enum MartsError {
+    #[error("cannot {what} the marts")]
+    Db {
+        what: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("cannot {what} the backfill's order spill in {dir} (is the temporary directory writable and not full? TMPDIR chooses it)")]
+    Spill {
+        what: &'static str,
+        dir: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// What a run did to the marts.
@@ -101,7 +110,7 @@ async fn call<C: GenericClient + Sync>(
     let row = client
         .query_one(sql, params)
         .await
-        .map_err(|source| MartsError { what, source })?;
+        .map_err(|source| MartsError::Db { what, source })?;
     tracing::debug!(
         ms = started.elapsed().as_millis() as u64,
         "{what} the marts"
@@ -138,7 +147,7 @@ async fn in_transaction<T>(
     client: &mut tokio_postgres::Client,
     work: impl for<'t> AsyncFnOnce(&'t tokio_postgres::Transaction<'_>) -> Result<T, MartsError>,
 ) -> Result<T, MartsError> {
-    let failed = |source| MartsError {
+    let failed = |source| MartsError::Db {
         what: "commit",
         source,
     };
@@ -169,7 +178,28 @@ async fn write_additive_in(
         &[],
     )
     .await?;
-    for ((table, columns), data) in ADDITIVE_TABLES.iter().zip(sums.encode()) {
+    let write = |source| MartsError::Db {
+        what: "write the sums of",
+        source,
+    };
+    {
+        let (table, columns) = ADDITIVE_TABLES[0];
+        let sink = tx
+            .copy_in(&format!(
+                "COPY {table} ({}) FROM STDIN (FORMAT binary)",
+                crate::schema::model::ident_list(crate::schema::model::Dialect::Postgres, columns)
+            ))
+            .await
+            .map_err(write)?;
+        futures::pin_mut!(sink);
+        for piece in sums.cell_pieces(20_000) {
+            futures::SinkExt::send(&mut sink, piece)
+                .await
+                .map_err(write)?;
+        }
+        sink.finish().await.map_err(write)?;
+    }
+    for ((table, columns), data) in ADDITIVE_TABLES[1..].iter().zip(sums.encode_small()) {
         if let Some(data) = data {
             copy_stream(tx, table, columns, data, "write the sums of").await?;
         }
@@ -192,16 +222,24 @@ const ADDITIVE_TABLES: [(&str, &[&str]); 4] = [
     ("mart_base.product_sales", &tm::PRODUCT_COLUMNS),
 ];
 
-/// The customer aggregates from the backfill chunks' sales_order rows,
-/// read once in (customer, month) order and computed here
-/// ([`tm::CustomerBuilder`]: several times faster than the same in SQL,
-/// where medians, tie breaks and per-category sums each cost a pass).
-/// In a transaction of its own (idempotent), like [`write_additive`].
-pub async fn build_customers(client: &mut tokio_postgres::Client) -> Result<(), MartsError> {
-    in_transaction(client, async |tx| build_customers_in(tx).await).await
+/// The customer aggregates from the backfill's orders, spilled while the
+/// chunks loaded ([`crate::spill`]), one bucket of customers at a time,
+/// each bucket's finished rows COPYed before the next is read (memory
+/// holds one bucket), computed here ([`tm::CustomerBuilder`]: several
+/// times faster than the same in SQL, where medians, tie breaks and
+/// per-category sums each cost a pass). In a transaction of its own
+/// (idempotent), like [`write_additive`].
+pub async fn build_customers(
+    client: &mut tokio_postgres::Client,
+    spill: &crate::spill::SpilledOrders,
+) -> Result<(), MartsError> {
+    in_transaction(client, async |tx| build_customers_in(tx, spill).await).await
 }
 
-async fn build_customers_in(tx: &tokio_postgres::Transaction<'_>) -> Result<(), MartsError> {
+async fn build_customers_in(
+    tx: &tokio_postgres::Transaction<'_>,
+    spill: &crate::spill::SpilledOrders,
+) -> Result<(), MartsError> {
     call(
         tx,
         "prepare the customers of",
@@ -210,32 +248,19 @@ async fn build_customers_in(tx: &tokio_postgres::Transaction<'_>) -> Result<(), 
     )
     .await?;
     let started = std::time::Instant::now();
-    let failed = |what: &'static str| move |source| MartsError { what, source };
     let mut builder = tm::CustomerBuilder::new(name_ranks(tx).await?);
-    // Through a cursor, a batch at a time, each batch's finished months
-    // COPYed before the next is fetched: memory stays flat however many
-    // orders there are (a query's rows and a COPY cannot interleave on one
-    // connection).
-    let read = failed("read the orders for");
-    tx.batch_execute(
-        "DECLARE mart_orders NO SCROLL CURSOR FOR \
-         SELECT customer_key, month - date '1970-01-01', date_key, spend_cents, \
-                completion_micros, category_keys, category_cents \
-         FROM mart_base.sales_order ORDER BY customer_key, month",
-    )
-    .await
-    .map_err(read)?;
     let mut counts = [0u64; 3];
-    loop {
-        let rows = tx
-            .query("FETCH 10000 FROM mart_orders", &[])
-            .await
-            .map_err(read)?;
-        let last = rows.is_empty();
-        for row in rows {
-            builder.push(sales_order(&row));
-        }
-        if last {
+    for i in 0..=spill.buckets() {
+        if i < spill.buckets() {
+            let orders = spill.bucket(i).map_err(|source| MartsError::Spill {
+                what: "read",
+                dir: spill.dir().display().to_string(),
+                source,
+            })?;
+            for o in orders {
+                builder.push(o);
+            }
+        } else {
             builder.finish();
         }
         let share = builder.take();
@@ -262,11 +287,7 @@ async fn build_customers_in(tx: &tokio_postgres::Transaction<'_>) -> Result<(), 
             let Some(data) = data else { continue };
             *n += copy_stream(tx, table, columns, data, "write the customers of").await?;
         }
-        if last {
-            break;
-        }
     }
-    tx.batch_execute("CLOSE mart_orders").await.map_err(read)?;
     tracing::debug!(
         ms = started.elapsed().as_millis() as u64,
         rows = ?counts,
@@ -280,6 +301,22 @@ async fn build_customers_in(tx: &tokio_postgres::Transaction<'_>) -> Result<(), 
     )
     .await?;
     Ok(())
+}
+
+/// sales_order, which the backfill's chunks wrote unindexed, indexed and
+/// analyzed for the next sync, in a transaction of its own (idempotent).
+pub async fn index_orders(client: &mut tokio_postgres::Client) -> Result<(), MartsError> {
+    in_transaction(client, async |tx| {
+        call(
+            tx,
+            "index the orders of",
+            "SELECT mart_base.orders_written()",
+            &[],
+        )
+        .await
+        .map(|_| ())
+    })
+    .await
 }
 
 /// The end of a backfill that built the aggregates from its parts (its
@@ -309,7 +346,7 @@ async fn name_ranks<C: GenericClient + Sync>(
             &[],
         )
         .await
-        .map_err(|source| MartsError {
+        .map_err(|source| MartsError::Db {
             what: "read the categories for",
             source,
         })?;
@@ -331,7 +368,7 @@ async fn copy_stream<C: GenericClient + Sync>(
 ) -> Result<u64, MartsError> {
     crate::load::copy_bytes(client, table, columns, data)
         .await
-        .map_err(|source| MartsError { what, source })
+        .map_err(|source| MartsError::Db { what, source })
 }
 
 /// Notes that facts changed without the marts following.
@@ -561,7 +598,7 @@ async fn read_sales<C: GenericClient + Sync>(
     let rows = client
         .query(&sql, params)
         .await
-        .map_err(|source| MartsError {
+        .map_err(|source| MartsError::Db {
             what: "read the changed orders' facts for",
             source,
         })?;
@@ -600,7 +637,7 @@ async fn recompute_pairs<C: GenericClient + Sync>(
     new: &[(i64, tm::SalesOrder)],
 ) -> Result<(), MartsError> {
     let started = std::time::Instant::now();
-    let read = |source| MartsError {
+    let read = |source| MartsError::Db {
         what: "read the changed customers for",
         source,
     };

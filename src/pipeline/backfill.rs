@@ -45,6 +45,7 @@ use crate::schema::dwh::{
 };
 use crate::schema::model::Table;
 use crate::schema::{oltp, OLTP};
+use crate::spill::OrderSpill;
 use crate::state::{self, BackfillState};
 use crate::transform::facts::{self as tfacts, FactContext};
 use crate::transform::marts::AdditiveSums;
@@ -307,6 +308,7 @@ async fn body(
     let keys = keys?;
     dim_bar.finish();
     phases.push(("dimensions", phase_start.elapsed()));
+    log_memory("dimensions");
     phase_start = Instant::now();
 
     // ---- facts
@@ -345,6 +347,17 @@ async fn body(
     // rebuilds the marts from fact_sales instead (slower; rare).
     let build_marts = opts.refresh_marts && mart_parts && done.is_empty();
     let sums = Arc::new(Mutex::new(AdditiveSums::default()));
+    let spill = Arc::new(Mutex::new(if build_marts {
+        Some(OrderSpill::new().map_err(|source| {
+            PipelineError::Marts(crate::marts::MartsError::Spill {
+                what: "create",
+                dir: std::env::temp_dir().display().to_string(),
+                source,
+            })
+        })?)
+    } else {
+        None
+    }));
     let mut ctx = FactContext::new(Arc::new(keys), now + DAY_MICROS, window);
     ctx.mart_share = build_marts;
     let ctx = Arc::new(ctx);
@@ -361,10 +374,12 @@ async fn body(
         stats,
         bars.clone(),
         &sums,
+        &spill,
     )
     .await?;
     bars.finish();
     phases.push(("facts", phase_start.elapsed()));
+    log_memory("facts");
     phase_start = Instant::now();
 
     // ---- indexes and marts, side by side (index builds leave a core idle
@@ -396,28 +411,45 @@ async fn body(
             .map_err(LoadError::pg("analyzing the loaded tables"))?;
         Ok::<(), PipelineError>(())
     };
+    let spilled = match spill.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        Some(spill) => {
+            let dir = spill.dir().display().to_string();
+            Some(spill.finish().map_err(|source| {
+                PipelineError::Marts(crate::marts::MartsError::Spill {
+                    what: "write",
+                    dir,
+                    source,
+                })
+            })?)
+        }
+        None => None,
+    };
     let additive = async {
         if build_marts {
-            tracing::info!("writing the marts' sums");
+            tracing::info!("writing the marts' sums, indexing their orders");
             let mut conn = pool.get().await.map_err(LoadError::Pool)?;
             let sums = std::mem::take(&mut *sums.lock().unwrap_or_else(|e| e.into_inner()));
             crate::marts::write_additive(&mut conn, &sums)
+                .await
+                .map_err(PipelineError::Marts)?;
+            crate::marts::index_orders(&mut conn)
                 .await
                 .map_err(PipelineError::Marts)?;
         }
         Ok::<(), PipelineError>(())
     };
     let customers = async {
-        if build_marts {
+        if let Some(spilled) = &spilled {
             tracing::info!("computing the customer marts");
             let mut conn = pool.get().await.map_err(LoadError::Pool)?;
-            crate::marts::build_customers(&mut conn)
+            crate::marts::build_customers(&mut conn, spilled)
                 .await
                 .map_err(PipelineError::Marts)?;
         }
         Ok::<(), PipelineError>(())
     };
     tokio::try_join!(fact_indexes, additive, customers)?;
+    log_memory("indexes and marts");
     phases.push((
         if build_marts {
             "indexes+marts"
@@ -622,6 +654,7 @@ async fn load_facts_parallel(
     stats: &Arc<Mutex<RunStats>>,
     bars: Arc<FactBars>,
     sums: &Arc<Mutex<AdditiveSums>>,
+    spill: &Arc<Mutex<Option<OrderSpill>>>,
 ) -> Result<(), PipelineError> {
     let queue = Arc::new(Mutex::new(todo));
     // Bounded: extractors wait while loaders are busy, so at most
@@ -660,6 +693,7 @@ async fn load_facts_parallel(
         let stats = stats.clone();
         let bars = bars.clone();
         let sums = sums.clone();
+        let spill = spill.clone();
         tasks.spawn(async move {
             loop {
                 let chunk = rx.lock().await.recv().await;
@@ -671,6 +705,7 @@ async fn load_facts_parallel(
                     .await
                     .map_err(|e| PipelineError::Task(e.to_string()))??;
                 let chunk_sums = out.marts.as_mut().map(|m| std::mem::take(&mut m.sums));
+                let chunk_sales = out.marts.as_mut().map(|m| std::mem::take(&mut m.sales));
                 let transform_ms = t.elapsed().as_millis() as u64;
                 let t = Instant::now();
                 let chunk_stats = out.stats.clone();
@@ -690,6 +725,18 @@ async fn load_facts_parallel(
                     sums.lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .add(&chunk_sums);
+                }
+                if let (Some(sales), Some(spill)) = (
+                    chunk_sales,
+                    spill.lock().unwrap_or_else(|e| e.into_inner()).as_mut(),
+                ) {
+                    spill.add(&sales).map_err(|source| {
+                        PipelineError::Marts(crate::marts::MartsError::Spill {
+                            what: "write",
+                            dir: spill.dir().display().to_string(),
+                            source,
+                        })
+                    })?;
                 }
                 tracing::debug!(
                     lo,
@@ -750,6 +797,28 @@ impl FactBars {
         self.items.finish();
         self.payments.finish();
     }
+}
+
+/// Debug: the process's resident memory now and at its peak (Linux).
+fn log_memory(after: &str) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return;
+    };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    tracing::debug!(
+        rss = field("VmRSS:"),
+        peak = field("VmHWM:"),
+        "memory after {after}"
+    );
 }
 
 #[cfg(test)]

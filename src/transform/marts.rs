@@ -84,6 +84,8 @@ pub struct MartShare {
     /// The sales_order rows as a COPY stream (None: no row), and how many.
     pub orders: Option<Bytes>,
     pub order_rows: u64,
+    /// The same orders, by order_id, for the customer aggregates.
+    pub sales: Vec<(i64, SalesOrder)>,
     pub sums: AdditiveSums,
 }
 
@@ -154,6 +156,32 @@ impl AdditiveSums {
     /// COPY streams of sales_cell, manager_month, region_month and
     /// product_sales, in the column orders above (None: no row).
     pub fn encode(&self) -> [Option<Bytes>; 4] {
+        let [managers, regions, products] = self.encode_small();
+        [encode_cells(self.cells.iter()), managers, regions, products]
+    }
+
+    /// sales_cell as a COPY stream in pieces of at most `rows` rows (the
+    /// first starts with the header, the last ends with the trailer), so a
+    /// backfill's hundreds of thousands of cells need no buffer of them all.
+    pub fn cell_pieces(&self, rows: usize) -> impl Iterator<Item = Bytes> + '_ {
+        let mut cells = self.cells.iter();
+        let mut buf = Some(CopyBuf::new());
+        std::iter::from_fn(move || {
+            let mut b = buf.take()?;
+            for _ in 0..rows.max(1) {
+                let Some((key, sums)) = cells.next() else {
+                    return Some(b.finish());
+                };
+                encode_cell(&mut b, key, sums);
+            }
+            let piece = b.take();
+            buf = Some(b);
+            Some(piece)
+        })
+    }
+
+    /// COPY streams of manager_month, region_month and product_sales.
+    pub fn encode_small(&self) -> [Option<Bytes>; 3] {
         let mut managers = CopyBuf::with_capacity(self.managers.len() * 70 + 64);
         for ((employee, month), s) in &self.managers {
             managers.row(MANAGER_COLUMNS.len() as i16);
@@ -179,12 +207,7 @@ impl AdditiveSums {
                 products.i64(*v);
             }
         }
-        [
-            encode_cells(self.cells.iter()),
-            finished(managers),
-            finished(regions),
-            finished(products),
-        ]
+        [finished(managers), finished(regions), finished(products)]
     }
 
     /// Rows of sales_cell, manager_month, region_month and product_sales.
@@ -254,10 +277,11 @@ struct Parts {
 
 /// The chunk's share of the aggregates, from its valid sales.
 pub fn share(lines: &SaleLines<'_>) -> MartShare {
-    let parts = parts(lines, false);
+    let parts = parts(lines);
     MartShare {
         order_rows: parts.orders.rows(),
         orders: finished(parts.orders),
+        sales: parts.sales,
         sums: parts.sums,
     }
 }
@@ -271,16 +295,20 @@ fn encode_cells<'a>(
     cells: impl ExactSizeIterator<Item = (&'a (i32, i32, i32), &'a Sums)>,
 ) -> Option<Bytes> {
     let mut b = CopyBuf::with_capacity(cells.len() * 70 + 64);
-    for ((date_key, region, category), s) in cells {
-        b.row(CELL_COLUMNS.len() as i16);
-        b.i32(*date_key);
-        b.i32(*region);
-        b.i32(*category);
-        for v in s {
-            b.i64(*v);
-        }
+    for (key, sums) in cells {
+        encode_cell(&mut b, key, sums);
     }
     finished(b)
+}
+
+fn encode_cell(b: &mut CopyBuf, (date_key, region, category): &(i32, i32, i32), sums: &Sums) {
+    b.row(CELL_COLUMNS.len() as i16);
+    b.i32(*date_key);
+    b.i32(*region);
+    b.i32(*category);
+    for v in sums {
+        b.i64(*v);
+    }
 }
 
 /// What a sync's changed orders change in the aggregates: the additive
@@ -308,7 +336,7 @@ pub const PAIR_COLUMNS: [&str; 2] = ["customer_key", "month"];
 /// The difference `new` minus `old` (all the fact rows of the same orders,
 /// before and after a change), as [`MartDelta`].
 pub fn delta(old: &SaleLines<'_>, new: &SaleLines<'_>) -> MartDelta {
-    let (old, new) = (parts(old, true), parts(new, true));
+    let (old, new) = (parts(old), parts(new));
     let mut sums = new.sums;
     sums.subtract(&old.sums);
     let mut pairs: Vec<(i64, i32)> = old
@@ -334,7 +362,7 @@ pub fn delta(old: &SaleLines<'_>, new: &SaleLines<'_>) -> MartDelta {
     }
 }
 
-fn parts(lines: &SaleLines<'_>, keep_sales: bool) -> Parts {
+fn parts(lines: &SaleLines<'_>) -> Parts {
     let mut rows: Vec<usize> = (0..lines.order_id.len())
         .filter(|&i| valid_status(lines.status[i]))
         .collect();
@@ -423,23 +451,21 @@ fn parts(lines: &SaleLines<'_>, keep_sales: bool) -> Parts {
 
         let ordered = order.iter().map(|&i| lines.ordered_at[i]).min();
         let completed = order.iter().filter_map(|&i| lines.completed_at[i]).max();
-        if keep_sales {
-            sales.push((
-                order_id,
-                SalesOrder {
-                    customer_key: lines.customer_key[first],
-                    month,
-                    date_key,
-                    spend_cents: total[0],
-                    completion_micros: completed.zip(ordered).map(|(done, at)| done - at),
-                    categories: cat_keys
-                        .iter()
-                        .copied()
-                        .zip(cat_cents.iter().copied())
-                        .collect(),
-                },
-            ));
-        }
+        sales.push((
+            order_id,
+            SalesOrder {
+                customer_key: lines.customer_key[first],
+                month,
+                date_key,
+                spend_cents: total[0],
+                completion_micros: completed.zip(ordered).map(|(done, at)| done - at),
+                categories: cat_keys
+                    .iter()
+                    .copied()
+                    .zip(cat_cents.iter().copied())
+                    .collect(),
+            },
+        ));
         orders.row(ORDER_COLUMNS.len() as i16);
         orders.i64(order_id);
         orders.i64(lines.customer_key[first]);
