@@ -701,6 +701,10 @@ LANGUAGE plpgsql
 AS $fn$
 BEGIN
     TRUNCATE mart_base.customer_month, mart_base.customer_total, mart_base.cohort_activity;
+    -- Filled unindexed, indexed in customers_written (as start_additive).
+    ALTER TABLE mart_base.customer_month DROP CONSTRAINT IF EXISTS customer_month_pkey;
+    ALTER TABLE mart_base.customer_total DROP CONSTRAINT IF EXISTS customer_total_pkey;
+    DROP INDEX IF EXISTS mart_base.ix_customer_total_lifetime_value;
 END
 $fn$;
 
@@ -709,6 +713,12 @@ RETURNS void
 LANGUAGE plpgsql
 AS $fn$
 BEGIN
+    ALTER TABLE mart_base.customer_month ADD CONSTRAINT customer_month_pkey
+        PRIMARY KEY (customer_key, month);
+    ALTER TABLE mart_base.customer_total ADD CONSTRAINT customer_total_pkey
+        PRIMARY KEY (customer_key);
+    CREATE INDEX ix_customer_total_lifetime_value
+        ON mart_base.customer_total (lifetime_value_cents DESC);
     ANALYZE mart_base.customer_month (customer_key, month);  -- as additive_written
 END
 $fn$;
