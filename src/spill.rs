@@ -12,8 +12,9 @@ use std::path::Path;
 
 use crate::transform::marts::SalesOrder;
 
-/// Buckets: at 10M order items (about 3.5M orders) one holds about 110k.
-const BUCKETS: usize = 32;
+/// Buckets: at 10M order items (about 3.1M orders) one holds about 50k
+/// orders, some 10 MB in memory while its customers are computed.
+const BUCKETS: usize = 64;
 
 /// Orders being written.
 pub struct OrderSpill {

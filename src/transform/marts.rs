@@ -15,7 +15,7 @@
 //! The definitions are those of `mart_base.build_parts` and
 //! `merge_additive`; the tests check that both give the same rows.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 use chrono::{Datelike, NaiveDate};
@@ -95,7 +95,10 @@ pub struct MartShare {
 /// facts: sales_cell has at most days × regions × categories rows.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct AdditiveSums {
-    cells: HashMap<(i32, i32, i32), Sums>,
+    /// A B-tree: hundreds of thousands of cells take about 60 bytes each
+    /// and grow node by node (a hash map's capacity doubles, and while it
+    /// does the old and the new table are both held).
+    cells: BTreeMap<(i32, i32, i32), Sums>,
     managers: HashMap<(i32, i32), Sums>,
     regions: HashMap<(i32, i32), [i64; 2]>,
     products: HashMap<i64, [i64; 3]>,
