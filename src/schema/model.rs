@@ -183,6 +183,18 @@ pub const TABLE: Table = Table {
 };
 
 impl Table {
+    /// The columns rows are looked up or joined by: primary key, unique
+    /// keys, indexes and foreign keys (each once, in model order).
+    pub fn key_columns(&self) -> Vec<&'static str> {
+        let keyed = |c: &str| {
+            self.primary_key.contains(&c)
+                || self.unique.iter().any(|u| u.contains(&c))
+                || self.indexes.iter().any(|i| i.columns.contains(&c))
+                || self.foreign_keys.iter().any(|f| f.columns.contains(&c))
+        };
+        self.column_names().filter(|c| keyed(c)).collect()
+    }
+
     pub fn column(&self, name: &str) -> Option<&Column> {
         self.columns.iter().find(|c| c.name == name)
     }
