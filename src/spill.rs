@@ -4,7 +4,10 @@
 //! bucket at a time, without reading sales_order back from PostgreSQL
 //! (where putting every order in customer order costs a sort of them all).
 //! Memory holds one bucket; the files live in a temporary directory that
-//! goes with the spill, also when the run fails.
+//! goes with the spill, also when the run fails. A killed run cannot remove
+//! its directory: the next backfill on the machine removes those whose
+//! process is gone ([`sweep_stale`]; a directory is named after its
+//! process id).
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
@@ -27,6 +30,50 @@ pub struct SpilledOrders {
     dir: tempfile::TempDir,
 }
 
+const PREFIX: &str = "salesdwh-orders-";
+
+/// Removes the spills of killed runs from the temporary directory.
+pub fn sweep_stale() {
+    sweep(&std::env::temp_dir());
+}
+
+/// The spill directories in the temporary directory of process `pid`.
+pub fn dirs_of(pid: u32) -> Vec<std::path::PathBuf> {
+    let prefix = format!("{PREFIX}{pid}-");
+    std::fs::read_dir(std::env::temp_dir())
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Removes the spill directories in `tmp` of processes that are gone
+/// (killed runs); best effort. Where there is no /proc, it leaves them.
+fn sweep(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let gone = Path::new("/proc/self").exists() && !Path::new(&format!("/proc/{pid}")).exists();
+        if gone {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 fn bucket_of(customer_key: i64) -> usize {
     // Spreads consecutive keys (Fibonacci hashing).
     ((customer_key as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize % BUCKETS
@@ -39,9 +86,10 @@ fn bucket_path(dir: &Path, i: usize) -> std::path::PathBuf {
 impl OrderSpill {
     /// A new spill in the system's temporary directory.
     pub fn new() -> io::Result<Self> {
+        let tmp = std::env::temp_dir();
         let dir = tempfile::Builder::new()
-            .prefix("salesdwh-orders-")
-            .tempdir()?;
+            .prefix(&format!("{PREFIX}{}-", std::process::id()))
+            .tempdir_in(&tmp)?;
         let files = (0..BUCKETS)
             .map(|i| File::create(bucket_path(dir.path(), i)).map(BufWriter::new))
             .collect::<io::Result<_>>()?;
@@ -197,5 +245,22 @@ mod tests {
         let dir = spilled.dir().to_path_buf();
         drop(spilled);
         assert!(!dir.exists(), "the files go with the spill");
+    }
+
+    #[test]
+    fn a_killed_run_s_spill_is_swept_and_a_live_one_is_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        // No process has pid 4194305 (above Linux's maximum pid).
+        let dead = tmp.path().join(format!("{PREFIX}4194305-abc"));
+        let live = tmp
+            .path()
+            .join(format!("{PREFIX}{}-abc", std::process::id()));
+        let other = tmp.path().join("unrelated-4194305");
+        for d in [&dead, &live, &other] {
+            std::fs::create_dir(d).unwrap();
+        }
+        sweep(tmp.path());
+        assert!(!dead.exists());
+        assert!(live.exists() && other.exists());
     }
 }

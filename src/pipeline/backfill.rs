@@ -347,6 +347,7 @@ async fn body(
     // rebuilds the marts from fact_sales instead (slower; rare).
     let build_marts = opts.refresh_marts && mart_parts && done.is_empty();
     let sums = Arc::new(Mutex::new(AdditiveSums::default()));
+    crate::spill::sweep_stale();
     let spill = Arc::new(Mutex::new(if build_marts {
         Some(OrderSpill::new().map_err(|source| {
             PipelineError::Marts(crate::marts::MartsError::Spill {

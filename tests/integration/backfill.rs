@@ -386,8 +386,13 @@ async fn non_empty_warehouse_needs_truncate_and_reload_is_identical() {
 }
 
 /// Starts a backfill, waits until `sql` reaches `at_least`, kills it with
-/// SIGKILL. Returns what `sql` showed.
-async fn kill_when(dbs: &TestDbs, pg: &tokio_postgres::Client, sql: &str, at_least: i64) -> i64 {
+/// SIGKILL. Returns what `sql` showed and the process id.
+async fn kill_when(
+    dbs: &TestDbs,
+    pg: &tokio_postgres::Client,
+    sql: &str,
+    at_least: i64,
+) -> (i64, u32) {
     let mut child = dbs
         .salesdwh()
         .args(["backfill", "--workers", "2", "--batch-rows", "300"])
@@ -398,7 +403,7 @@ async fn kill_when(dbs: &TestDbs, pg: &tokio_postgres::Client, sql: &str, at_lea
     let seen = wait_for(pg, sql, at_least, &mut child).await;
     let _ = child.kill(); // SIGKILL
     let _ = child.wait();
-    seen
+    (seen, child.id())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -409,13 +414,22 @@ async fn kill_9_at_any_point_then_rerun_gives_the_uninterrupted_warehouse() {
     let chunks = "SELECT count(*) FROM dwh.backfill_chunks";
     // During the dimensions (state recorded, no chunk yet), then after some
     // chunks, then after more, each time resuming the previous attempt.
-    let at_start = kill_when(&dbs, &pg, "SELECT count(*) FROM dwh.backfill_state", 1).await;
+    let (at_start, pid_a) =
+        kill_when(&dbs, &pg, "SELECT count(*) FROM dwh.backfill_state", 1).await;
     assert_eq!(at_start, 1);
-    let first = kill_when(&dbs, &pg, chunks, 5).await;
+    let (first, pid_b) = kill_when(&dbs, &pg, chunks, 5).await;
     assert!(first >= 5, "{first}");
-    let second = kill_when(&dbs, &pg, chunks, first + 20).await;
+    let (second, pid_c) = kill_when(&dbs, &pg, chunks, first + 20).await;
     assert!(second >= first, "{second} after {first}");
     let out = backfill(&dbs, &["--workers", "2", "--batch-rows", "300"]);
+    // No spill of the killed attempts is left (the one that loaded the
+    // first chunks wrote one; the next backfill removed it).
+    for pid in [pid_a, pid_b, pid_c] {
+        assert_eq!(
+            salesdwh::spill::dirs_of(pid),
+            Vec::<std::path::PathBuf>::new()
+        );
+    }
     let summary = stdout(&out);
     assert!(
         summary.contains("resumed from an earlier attempt"),
