@@ -39,6 +39,10 @@ use crate::transform::marts::{self as tm, MartShare};
 /// The marts DDL: idempotent, applied by `init` after `01_dwh_schema.sql`.
 pub const MARTS_SQL: &str = include_str!("../sql/postgres/03_views_marts.sql");
 
+/// The definition revision of schema mart_base this salesdwh reads and
+/// writes (`mart_base.state.revision`; `init` installs it).
+pub const REVISION: i32 = 4;
+
 /// Every mart of SPEC §7, as views in schema `mart`.
 pub const MARTS: [&str; 9] = [
     "sales_daily",
@@ -60,6 +64,8 @@ pub enum MartsError {
         #[source]
         source: tokio_postgres::Error,
     },
+    #[error("the warehouse's marts are {}, and this salesdwh needs revision {REVISION}", match found { Some(r) => format!("of revision {r}"), None => "not installed".to_string() })]
+    Outdated { found: Option<i32> },
     #[error("cannot {what} the backfill's order spill in {dir} (is the temporary directory writable and not full? TMPDIR chooses it)")]
     Spill {
         what: &'static str,
@@ -116,6 +122,34 @@ async fn call<C: GenericClient + Sync>(
         "{what} the marts"
     );
     Ok(row)
+}
+
+/// Checks that `init` installed this version's marts (a run refuses an
+/// older definition rather than fail halfway on a function it lacks).
+pub async fn check_revision<C: GenericClient + Sync>(client: &C) -> Result<(), MartsError> {
+    let read = |source| MartsError::Db {
+        what: "read the definition of",
+        source,
+    };
+    let installed: bool = client
+        .query_one("SELECT to_regclass('mart_base.state') IS NOT NULL", &[])
+        .await
+        .map_err(read)?
+        .get(0);
+    let found: Option<i32> = if installed {
+        client
+            .query_opt("SELECT revision FROM mart_base.state", &[])
+            .await
+            .map_err(read)?
+            .map(|r| r.get(0))
+    } else {
+        None
+    };
+    if found == Some(REVISION) {
+        Ok(())
+    } else {
+        Err(MartsError::Outdated { found })
+    }
 }
 
 /// Builds the aggregates if they are new, stale or of an older definition
@@ -866,9 +900,9 @@ mod tests {
         }
         // The revision the drop check compares with is the one a new
         // mart_base records.
-        assert!(MARTS_SQL.contains("IF v_revision IS DISTINCT FROM 4 THEN"));
-        assert!(
-            MARTS_SQL.contains("INSERT INTO mart_base.state (revision, stale) VALUES (4, true)")
-        );
+        assert!(MARTS_SQL.contains(&format!("IF v_revision IS DISTINCT FROM {REVISION} THEN")));
+        assert!(MARTS_SQL.contains(&format!(
+            "INSERT INTO mart_base.state (revision, stale) VALUES ({REVISION}, true)"
+        )));
     }
 }

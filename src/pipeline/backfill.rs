@@ -117,6 +117,9 @@ pub async fn run(
     let timeout = settings.connect_timeout;
     let lock_client = connect::pg_client(&settings.postgres, timeout).await?;
     state::lock(&lock_client).await?;
+    crate::marts::check_revision(&lock_client)
+        .await
+        .map_err(PipelineError::NotSetUp)?;
     // Loaders plus the lock; after the load, the index builders plus the
     // two marts jobs.
     let pool_size = (opts.workers.max(2) as u32 + 2).max(settings.pg_pool_size);

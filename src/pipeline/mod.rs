@@ -26,6 +26,8 @@ pub enum PipelineError {
     State(#[from] StateError),
     #[error("refreshing the marts failed")]
     Marts(#[source] MartsError),
+    #[error("this warehouse is not set up for this version of salesdwh")]
+    NotSetUp(#[source] MartsError),
     #[error("the warehouse already holds facts ({sales} sales rows, {payments} payments)")]
     NotEmpty { sales: i64, payments: i64 },
     #[error("an unfinished backfill was started with other options ({recorded})")]
@@ -44,6 +46,7 @@ impl PipelineError {
             PipelineError::NotEmpty { .. }
                 | PipelineError::ResumeMismatch { .. }
                 | PipelineError::BackfillUnfinished
+                | PipelineError::NotSetUp(_)
         )
     }
 
@@ -54,6 +57,9 @@ impl PipelineError {
             ),
             PipelineError::ResumeMismatch { .. } => Some(
                 "rerun with the same --from/--to/--batch-rows to resume it, or add --truncate to start over",
+            ),
+            PipelineError::NotSetUp(_) => Some(
+                "run `salesdwh init` first: after an upgrade it installs the new marts and rebuilds them; nothing was changed",
             ),
             PipelineError::BackfillUnfinished => Some(
                 "rerun the same `salesdwh backfill` command to finish it (nothing was changed), then sync",

@@ -96,6 +96,9 @@ pub async fn run(settings: &Settings, opts: &SyncOptions) -> Result<SyncReport, 
     let started = Instant::now();
     let mut client = connect::pg_client(&settings.postgres, settings.connect_timeout).await?;
     state::lock(&client).await?;
+    crate::marts::check_revision(&client)
+        .await
+        .map_err(PipelineError::NotSetUp)?;
     state::close_abandoned_runs(&client).await?;
     if state::backfill_state(&client).await?.is_some() {
         return Err(PipelineError::BackfillUnfinished);

@@ -555,6 +555,32 @@ async fn sync_refuses_an_unfinished_backfill() {
     );
 }
 
+/// After an upgrade, runs refuse marts of an older definition (exit 2,
+/// nothing changed) until `init` installs the new one.
+#[tokio::test(flavor = "multi_thread")]
+async fn runs_refuse_marts_of_an_older_definition_until_init() {
+    let dbs = backfilled("3000", "13", &[]);
+    let pg = dbs.pg().await;
+    pg.batch_execute("UPDATE mart_base.state SET revision = revision - 1")
+        .await
+        .unwrap();
+    let runs = "SELECT count(*) FROM dwh.etl_runs";
+    let before = count(&pg, runs).await;
+    for args in [&["sync"][..], &["backfill", "--truncate"][..]] {
+        let mut cmd = dbs.salesdwh();
+        let out = run_expect(cmd.args(args), 2);
+        let err = stderr(&out);
+        assert!(
+            err.contains("needs revision") && err.contains("run `salesdwh init` first"),
+            "{err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    assert_eq!(count(&pg, runs).await, before, "nothing was changed");
+    dbs.init(DIM_FROM, DIM_TO);
+    sync(&dbs, &[], &[]);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn rejects_are_retried_and_late_parents_resolve_their_references() {
     let dbs = backfilled("6000", "13", &[]);
