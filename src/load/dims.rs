@@ -8,6 +8,7 @@ use bytes::Bytes;
 use tokio_postgres::Transaction;
 
 use super::{copy_in, qualified, LoadError};
+use crate::schema::dwh::{DIM_CATEGORY, DIM_CUSTOMER, DIM_EMPLOYEE, DIM_PRODUCT, DIM_REGION};
 use crate::schema::model::{ident_list, quote_ident, Dialect, Table};
 use crate::transform::{Keys, ProductKey};
 
@@ -205,24 +206,40 @@ pub async fn read_keys<C: tokio_postgres::GenericClient>(client: &C) -> Result<K
     read_keys_of(client, true).await
 }
 
+/// `SELECT cols FROM table WHERE <natural key> <> -1`, plus `tail`.
+fn keys_sql(table: &Table, cols: &str, tail: &str) -> String {
+    format!(
+        "SELECT {cols} FROM {} WHERE {} <> -1{tail}",
+        qualified(table),
+        quote_ident(D, table.unique[0][0])
+    )
+}
+
+const PRODUCT_KEY_COLUMNS: &str =
+    "product_id, product_key, category_key, (unit_cost * 100)::bigint";
+const CUSTOMER_KEY_COLUMNS: &str = "customer_id, customer_key";
+
+fn product_key(row: &tokio_postgres::Row) -> (i64, ProductKey) {
+    (
+        row.get(0),
+        ProductKey {
+            key: row.get(1),
+            category_key: row.get(2),
+            unit_cost: row.get(3),
+        },
+    )
+}
+
 /// Like [`read_keys`]; with `all` false only regions and categories (what
 /// the other dimensions reference), which are small.
 pub async fn read_keys_of<C: tokio_postgres::GenericClient>(
     client: &C,
     all: bool,
 ) -> Result<Keys, LoadError> {
-    use crate::schema::dwh::{DIM_CATEGORY, DIM_CUSTOMER, DIM_EMPLOYEE, DIM_PRODUCT, DIM_REGION};
-    let q = |table: &Table, cols: &str| {
-        format!(
-            "SELECT {cols} FROM {} WHERE {} <> -1",
-            qualified(table),
-            quote_ident(D, table.unique[0][0])
-        )
-    };
     let mut keys = Keys::default();
     each_row(
         client,
-        &q(&DIM_REGION, "region_id, region_key"),
+        &keys_sql(&DIM_REGION, "region_id, region_key", ""),
         "reading the region keys",
         |row| {
             keys.region
@@ -232,7 +249,7 @@ pub async fn read_keys_of<C: tokio_postgres::GenericClient>(
     .await?;
     each_row(
         client,
-        &q(&DIM_CATEGORY, "category_id, category_key, name"),
+        &keys_sql(&DIM_CATEGORY, "category_id, category_key, name", ""),
         "reading the category keys",
         |row| {
             keys.category
@@ -245,42 +262,86 @@ pub async fn read_keys_of<C: tokio_postgres::GenericClient>(
     }
     each_row(
         client,
-        &q(
-            &DIM_PRODUCT,
-            "product_id, product_key, category_key, (unit_cost * 100)::bigint",
-        ),
+        &keys_sql(&DIM_PRODUCT, PRODUCT_KEY_COLUMNS, ""),
         "reading the product keys",
         |row| {
-            keys.product.insert(
-                row.get(0),
-                ProductKey {
-                    key: row.get(1),
-                    category_key: row.get(2),
-                    unit_cost: row.get(3),
-                },
-            );
+            let (id, key) = product_key(&row);
+            keys.product.insert(id, key);
         },
     )
     .await?;
     each_row(
         client,
-        &q(&DIM_CUSTOMER, "customer_id, customer_key"),
+        &keys_sql(&DIM_CUSTOMER, CUSTOMER_KEY_COLUMNS, ""),
         "reading the customer keys",
         |row| {
             keys.customer.insert(row.get(0), row.get(1));
         },
     )
     .await?;
+    read_employee_keys(client, &mut keys).await?;
+    Ok(keys)
+}
+
+async fn read_employee_keys<C: tokio_postgres::GenericClient>(
+    client: &C,
+    keys: &mut Keys,
+) -> Result<(), LoadError> {
     each_row(
         client,
-        &q(&DIM_EMPLOYEE, "employee_id, employee_key"),
+        &keys_sql(&DIM_EMPLOYEE, "employee_id, employee_key", ""),
         "reading the employee keys",
         |row| {
             keys.employee
                 .insert(i64::from(row.get::<_, i32>(0)), row.get(1));
         },
     )
-    .await?;
+    .await
+}
+
+/// The keys of the small dimensions (regions, categories, employees), for
+/// [`keys_for`]: what a sync reads once.
+pub async fn read_small_keys<C: tokio_postgres::GenericClient>(
+    client: &C,
+) -> Result<Keys, LoadError> {
+    let mut keys = read_keys_of(client, false).await?;
+    read_employee_keys(client, &mut keys).await?;
+    Ok(keys)
+}
+
+/// `small` ([`read_small_keys`]) plus the keys of these customers and
+/// products (natural keys; those the warehouse lacks stay absent): what a
+/// sync's chunk of re-derived orders references, so that its cost follows
+/// the change, not the size of the customer and product dimensions.
+pub async fn keys_for<C: tokio_postgres::GenericClient>(
+    client: &C,
+    small: &Keys,
+    customers: &[i64],
+    products: &[i64],
+) -> Result<Keys, LoadError> {
+    let mut keys = small.clone();
+    let any = |table: &Table| format!(" AND {} = ANY($1)", quote_ident(D, table.unique[0][0]));
+    for row in client
+        .query(
+            &keys_sql(&DIM_PRODUCT, PRODUCT_KEY_COLUMNS, &any(&DIM_PRODUCT)),
+            &[&products],
+        )
+        .await
+        .map_err(LoadError::pg("reading the product keys"))?
+    {
+        let (id, key) = product_key(&row);
+        keys.product.insert(id, key);
+    }
+    for row in client
+        .query(
+            &keys_sql(&DIM_CUSTOMER, CUSTOMER_KEY_COLUMNS, &any(&DIM_CUSTOMER)),
+            &[&customers],
+        )
+        .await
+        .map_err(LoadError::pg("reading the customer keys"))?
+    {
+        keys.customer.insert(row.get(0), row.get(1));
+    }
     Ok(keys)
 }
 

@@ -291,9 +291,10 @@ async fn body(
     let mut rejected_payments: HashSet<i64> = HashSet::new();
     if !orders.is_empty() {
         let t = Instant::now();
-        let keys = Arc::new(load_dims::read_keys(&tx).await?);
+        // Customer and product keys are read per chunk, for the rows it
+        // references: the cost follows the change, not the dimensions.
+        let small_keys = load_dims::read_small_keys(&tx).await?;
         tracing::debug!(ms = t.elapsed().as_millis() as u64, "read the key maps");
-        let ctx = Arc::new(FactContext::new(keys, now + DAY_MICROS, None));
         let covered = load_facts::dim_date_range(&tx).await?;
         let board = Board::new(opts.quiet);
         let bar = board.bar("orders", orders.len() as u64);
@@ -336,7 +337,16 @@ async fn body(
         let staged: Result<(), PipelineError> = async {
             while let Some((part, chunk, read_ms)) = chunks.recv().await {
                 let t = Instant::now();
-                let ctx = ctx.clone();
+                let customers: BTreeSet<i64> = chunk.orders.iter().map(|o| o.customer_id).collect();
+                let products: BTreeSet<i64> = chunk.items.iter().map(|i| i.product_id).collect();
+                let keys = load_dims::keys_for(
+                    &tx,
+                    &small_keys,
+                    &customers.into_iter().collect::<Vec<_>>(),
+                    &products.into_iter().collect::<Vec<_>>(),
+                )
+                .await?;
+                let ctx = FactContext::new(Arc::new(keys), now + DAY_MICROS, None);
                 let out = tokio::task::spawn_blocking(move || tfacts::transform(&chunk, &ctx))
                     .await
                     .map_err(|e| PipelineError::Task(e.to_string()))??;
