@@ -212,30 +212,22 @@ async fn write_additive_in(
         &[],
     )
     .await?;
-    let write = |source| MartsError::Db {
-        what: "write the sums of",
+    let write = "write the sums of";
+    let [cells, small @ ..] = ADDITIVE;
+    crate::load::copy_pieces(
+        tx,
+        &format!("mart_base.{}", cells.0),
+        cells.1,
+        sums.cell_pieces(20_000),
+    )
+    .await
+    .map_err(|source| MartsError::Db {
+        what: write,
         source,
-    };
-    {
-        let (table, columns) = ADDITIVE_TABLES[0];
-        let sink = tx
-            .copy_in(&format!(
-                "COPY {table} ({}) FROM STDIN (FORMAT binary)",
-                crate::schema::model::ident_list(crate::schema::model::Dialect::Postgres, columns)
-            ))
-            .await
-            .map_err(write)?;
-        futures::pin_mut!(sink);
-        for piece in sums.cell_pieces(20_000) {
-            futures::SinkExt::send(&mut sink, piece)
-                .await
-                .map_err(write)?;
-        }
-        sink.finish().await.map_err(write)?;
-    }
-    for ((table, columns), data) in ADDITIVE_TABLES[1..].iter().zip(sums.encode_small()) {
+    })?;
+    for ((table, columns), data) in small.iter().zip(sums.encode_small()) {
         if let Some(data) = data {
-            copy_stream(tx, table, columns, data, "write the sums of").await?;
+            copy_stream(tx, &format!("mart_base.{table}"), columns, data, write).await?;
         }
     }
     call(
@@ -248,12 +240,14 @@ async fn write_additive_in(
     Ok(())
 }
 
-/// The additive aggregates, in [`tm::AdditiveSums::encode`] order.
-const ADDITIVE_TABLES: [(&str, &[&str]); 4] = [
-    ("mart_base.sales_cell", &tm::CELL_COLUMNS),
-    ("mart_base.manager_month", &tm::MANAGER_COLUMNS),
-    ("mart_base.region_month", &tm::REGION_COLUMNS),
-    ("mart_base.product_sales", &tm::PRODUCT_COLUMNS),
+/// The additive aggregates (tables of mart_base) and their COPY columns, in
+/// [`tm::AdditiveSums::encode`] order; a sync COPYs its differences into
+/// temp tables named `<table>_delta` (`mart_base.apply_changes`).
+const ADDITIVE: [(&str, &[&str]); 4] = [
+    ("sales_cell", &tm::CELL_COLUMNS),
+    ("manager_month", &tm::MANAGER_COLUMNS),
+    ("region_month", &tm::REGION_COLUMNS),
+    ("product_sales", &tm::PRODUCT_COLUMNS),
 ];
 
 /// The customer aggregates from the backfill's orders, spilled while the
@@ -479,15 +473,6 @@ pub async fn apply_changes<C: GenericClient + Sync>(
     Ok(Upkeep::Updated)
 }
 
-/// Where the additive differences go: the temp tables
-/// `mart_base.apply_changes` made, in [`tm::MartDelta::additive`] order.
-const DELTA_TABLES: [(&str, &[&str]); 4] = [
-    ("pg_temp.sales_cell_delta", &tm::CELL_COLUMNS),
-    ("pg_temp.manager_month_delta", &tm::MANAGER_COLUMNS),
-    ("pg_temp.region_month_delta", &tm::REGION_COLUMNS),
-    ("pg_temp.product_sales_delta", &tm::PRODUCT_COLUMNS),
-];
-
 /// What the captured orders change in the additive aggregates and
 /// sales_order, computed from their fact rows before (capture's copy) and
 /// now with the backfill's definitions ([`tm::delta`]); also fills temp
@@ -515,9 +500,10 @@ async fn apply_delta<C: GenericClient + Sync>(client: &C) -> Result<ChangedSales
     .await?;
     let delta = tm::delta(&old.lines(), &new.lines());
     let write = "write the changes of";
-    for ((table, columns), data) in DELTA_TABLES.iter().zip(delta.additive) {
+    for ((table, columns), data) in ADDITIVE.iter().zip(delta.additive) {
         if let Some(data) = data {
-            copy_stream(client, table, columns, data, write).await?;
+            let temp = format!("pg_temp.{table}_delta");
+            copy_stream(client, &temp, columns, data, write).await?;
         }
     }
     if let Some(pairs) = delta.pairs {

@@ -57,13 +57,27 @@ pub async fn copy_bytes<C: tokio_postgres::GenericClient>(
     columns: &[&str],
     data: Bytes,
 ) -> Result<u64, tokio_postgres::Error> {
+    copy_pieces(client, table_sql, columns, std::iter::once(data)).await
+}
+
+/// [`copy_bytes`] of a stream made in pieces (the first starting with the
+/// header, the last ending with the trailer), each encoded only when the
+/// previous one is sent: no buffer of them all.
+pub async fn copy_pieces<C: tokio_postgres::GenericClient>(
+    client: &C,
+    table_sql: &str,
+    columns: &[&str],
+    pieces: impl IntoIterator<Item = Bytes>,
+) -> Result<u64, tokio_postgres::Error> {
     let sql = format!(
         "COPY {table_sql} ({}) FROM STDIN (FORMAT binary)",
         ident_list(Dialect::Postgres, columns)
     );
     let sink = client.client().copy_in(&sql).await?;
     futures::pin_mut!(sink);
-    sink.send(data).await?;
+    for piece in pieces {
+        sink.send(piece).await?;
+    }
     sink.finish().await
 }
 

@@ -81,9 +81,8 @@ pub struct SaleLines<'a> {
 /// One chunk's share (see the module doc).
 #[derive(Debug, Default)]
 pub struct MartShare {
-    /// The sales_order rows as a COPY stream (None: no row), and how many.
+    /// The sales_order rows as a COPY stream (None: no row).
     pub orders: Option<Bytes>,
-    pub order_rows: u64,
     /// The same orders, by order_id, for the customer aggregates.
     pub sales: Vec<(i64, SalesOrder)>,
     pub sums: AdditiveSums,
@@ -127,29 +126,13 @@ impl AdditiveSums {
 
     /// `self - other`, leaving out the rows where nothing is left.
     pub fn subtract(&mut self, other: &AdditiveSums) {
-        for (k, v) in &other.cells {
-            let c = self.cells.entry(*k).or_default();
-            for (a, b) in c.iter_mut().zip(v) {
-                *a -= b;
-            }
-        }
-        for (k, v) in &other.managers {
-            let m = self.managers.entry(*k).or_default();
-            for (a, b) in m.iter_mut().zip(v) {
-                *a -= b;
-            }
-        }
-        for (k, v) in &other.regions {
-            let r = self.regions.entry(*k).or_default();
-            r[0] -= v[0];
-            r[1] -= v[1];
-        }
-        for (k, v) in &other.products {
-            let p = self.products.entry(*k).or_default();
-            for (a, b) in p.iter_mut().zip(v) {
-                *a -= b;
-            }
-        }
+        let negate = |v: &mut [i64]| v.iter_mut().for_each(|x| *x = -*x);
+        let mut negated = other.clone();
+        negated.cells.values_mut().for_each(|v| negate(v));
+        negated.managers.values_mut().for_each(|v| negate(v));
+        negated.regions.values_mut().for_each(|v| negate(v));
+        negated.products.values_mut().for_each(|v| negate(v));
+        self.add(&negated);
         self.cells.retain(|_, v| v.iter().any(|x| *x != 0));
         self.managers.retain(|_, v| v.iter().any(|x| *x != 0));
         self.regions.retain(|_, v| v.iter().any(|x| *x != 0));
@@ -268,11 +251,10 @@ pub fn status_code(status: &str) -> i32 {
         .map_or(-1, |i| i as i32)
 }
 
-/// The additive aggregates' sums and the sales_order rows of some fact
-/// rows, before encoding.
+/// The additive aggregates' sums and the orders of some fact rows, before
+/// encoding.
 #[derive(Default)]
 struct Parts {
-    orders: CopyBuf,
     sums: AdditiveSums,
     /// Each order with valid sales, by order_id.
     sales: Vec<(i64, SalesOrder)>,
@@ -282,8 +264,7 @@ struct Parts {
 pub fn share(lines: &SaleLines<'_>) -> MartShare {
     let parts = parts(lines);
     MartShare {
-        order_rows: parts.orders.rows(),
-        orders: finished(parts.orders),
+        orders: encode_orders(&parts.sales),
         sales: parts.sales,
         sums: parts.sums,
     }
@@ -358,7 +339,7 @@ pub fn delta(old: &SaleLines<'_>, new: &SaleLines<'_>) -> MartDelta {
     }
     MartDelta {
         additive: sums.encode(),
-        orders: finished(new.orders),
+        orders: encode_orders(&new.sales),
         pairs: finished(p),
         old_sales: old.sales,
         new_sales: new.sales,
@@ -382,7 +363,6 @@ fn parts(lines: &SaleLines<'_>) -> Parts {
         )
     });
 
-    let mut orders = CopyBuf::with_capacity(rows.len() / 2 * 80 + 64);
     let mut sums = AdditiveSums::default();
     let mut sales: Vec<(i64, SalesOrder)> = Vec::new();
     let AdditiveSums {
@@ -469,25 +449,37 @@ fn parts(lines: &SaleLines<'_>) -> Parts {
                     .collect(),
             },
         ));
-        orders.row(ORDER_COLUMNS.len() as i16);
-        orders.i64(order_id);
-        orders.i64(lines.customer_key[first]);
-        orders.date(month);
-        orders.i32(date_key);
-        orders.i64(total[0]);
-        match (completed, ordered) {
-            (Some(done), Some(at)) => orders.i64(done - at),
-            _ => orders.null(),
-        }
-        orders.i32_array(&cat_keys);
-        orders.i64_array(&cat_cents);
     }
 
-    Parts {
-        orders,
-        sums,
-        sales,
+    Parts { sums, sales }
+}
+
+/// The `mart_base.sales_order` rows of `sales` ([`ORDER_COLUMNS`]) as a COPY
+/// stream (None: no row).
+fn encode_orders(sales: &[(i64, SalesOrder)]) -> Option<Bytes> {
+    let mut b = CopyBuf::with_capacity(sales.len() * 80 + 64);
+    let (mut keys, mut cents): (Vec<i32>, Vec<i64>) = (Vec::new(), Vec::new());
+    for (order_id, o) in sales {
+        b.row(ORDER_COLUMNS.len() as i16);
+        b.i64(*order_id);
+        b.i64(o.customer_key);
+        b.date(o.month);
+        b.i32(o.date_key);
+        b.i64(o.spend_cents);
+        match o.completion_micros {
+            Some(us) => b.i64(us),
+            None => b.null(),
+        }
+        keys.clear();
+        cents.clear();
+        for (k, c) in &o.categories {
+            keys.push(*k);
+            cents.push(*c);
+        }
+        b.i32_array(&keys);
+        b.i64_array(&cents);
     }
+    finished(b)
 }
 
 /// `mart_base.customer_month` columns in COPY order.
@@ -991,7 +983,7 @@ mod tests {
         ]);
         // Two orders; cells (day, region 1, category 1) and (…, category 2);
         // one manager month, one region month; products 10, 11, 12.
-        assert_eq!(share.order_rows, 2);
+        assert_eq!(share.sales.len(), 2);
         assert_eq!(share.sums.rows(), [2, 1, 1, 3]);
         // Added to itself: the same keys, twice the sums.
         let mut twice = share.sums.clone();
