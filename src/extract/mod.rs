@@ -10,9 +10,10 @@
 //!   `connect::mysql_opts`), so DATETIME values are read as the UTC they are.
 //! * **Streamed.** Rows come through `exec_stream` and are handed on in
 //!   batches; no table is collected whole. Facts are read by order_id range
-//!   (orders, their items and their payments are three range scans), and the
-//!   join happens in memory in `transform`, which is several times faster
-//!   than a MySQL-side join here.
+//!   (orders, their items and their payments are three range scans; items
+//!   and payments by their primary-key span where it is dense, see
+//!   [`access`]), and the join happens in memory in `transform`, which is
+//!   several times faster than a MySQL-side join here.
 //! * **Identifiers from the model.** Every SELECT lists the model's columns
 //!   of the table, in model order, and the row parsers read them by that
 //!   position (a unit test ties the two together).
@@ -264,9 +265,26 @@ async fn read_range<T: SourceRow>(
     out: &mut Vec<T>,
 ) -> Result<(), ExtractError> {
     let table = T::TABLE;
-    let sql = select_sql(table, "WHERE `order_id` BETWEEN ? AND ?");
+    let (sql, params): (String, Vec<mysql_async::Value>) = match access(conn, table, lo, hi).await?
+    {
+        Access::Empty => return Ok(()),
+        Access::OrderId => (
+            select_sql(table, "WHERE `order_id` BETWEEN ? AND ?"),
+            vec![lo.into(), hi.into()],
+        ),
+        Access::PkSpan(first, last) => (
+            select_sql(
+                table,
+                &format!(
+                    "FORCE INDEX (PRIMARY) WHERE {} BETWEEN ? AND ? AND `order_id` BETWEEN ? AND ?",
+                    quote_ident(Dialect::MySql, pk_column(table))
+                ),
+            ),
+            vec![first.into(), last.into(), lo.into(), hi.into()],
+        ),
+    };
     let mut stream = conn
-        .exec_stream::<Row, _, _>(sql, (lo, hi))
+        .exec_stream::<Row, _, _>(sql, params)
         .await
         .map_err(query_failed(table.name))?;
     while let Some(row) = stream.next().await {
@@ -274,6 +292,56 @@ async fn read_range<T: SourceRow>(
         out.push(parse_row(row, table.name)?);
     }
     Ok(())
+}
+
+/// How a chunk's rows of one table are read.
+#[derive(Debug, PartialEq, Eq)]
+enum Access {
+    /// No row.
+    Empty,
+    /// `WHERE order_id BETWEEN lo AND hi` (for orders: their primary key).
+    OrderId,
+    /// A clustered scan of the primary keys `first..=last`, keeping the
+    /// rows of orders `lo..=hi`.
+    PkSpan(i64, i64),
+}
+
+/// Picks how to read `table`'s rows of orders `lo..=hi`. Reading order
+/// lines or payments through their `order_id` index costs a primary-key
+/// lookup per row: MariaDB here spends about 1.7 times as long as on a
+/// clustered range scan of the same rows. Their primary-key span comes
+/// from the `order_id` index alone (InnoDB secondary indexes hold the
+/// primary key). Rows of other orders inside the span are filtered out, so
+/// the rows read are the same whatever the ids look like; a span much
+/// wider than its rows (lines added to old orders long after) keeps to the
+/// `order_id` index.
+async fn access(conn: &mut Conn, table: &Table, lo: i64, hi: i64) -> Result<Access, ExtractError> {
+    let pk = pk_column(table);
+    if pk == "order_id" {
+        return Ok(Access::OrderId);
+    }
+    let sql = format!(
+        "SELECT MIN({0}), MAX({0}), COUNT(*) FROM {1} WHERE `order_id` BETWEEN ? AND ?",
+        quote_ident(Dialect::MySql, pk),
+        quote_ident(Dialect::MySql, table.name)
+    );
+    let row: Option<(Option<i64>, Option<i64>, i64)> = conn
+        .exec_first(sql, (lo, hi))
+        .await
+        .map_err(query_failed(format!("the {pk} span of {}", table.name)))?;
+    Ok(match row {
+        Some((Some(first), Some(last), rows)) => access_for_span(first, last, rows),
+        _ => Access::Empty,
+    })
+}
+
+/// A span is scanned whole when it holds at most four ids per wanted row.
+fn access_for_span(first: i64, last: i64, rows: i64) -> Access {
+    if i128::from(last) - i128::from(first) < 4 * i128::from(rows.max(1)) {
+        Access::PkSpan(first, last)
+    } else {
+        Access::OrderId
+    }
 }
 
 /// Reads orders, order items and payments whose order_id is in `lo..=hi`.
@@ -515,4 +583,23 @@ pub async fn read_orders(conn: &mut Conn, order_ids: &[i64]) -> Result<FactChunk
         items: read_where(conn, "order_id", order_ids).await?,
         payments: read_where(conn, "order_id", order_ids).await?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dense_spans_are_scanned_whole_and_sparse_ones_read_by_order() {
+        // 100 lines with consecutive ids: their span.
+        assert_eq!(access_for_span(1001, 1100, 100), Access::PkSpan(1001, 1100));
+        // Up to four ids per row still is.
+        assert_eq!(access_for_span(1, 400, 100), Access::PkSpan(1, 400));
+        assert_eq!(access_for_span(1, 401, 100), Access::OrderId);
+        // One line added to an old order much later.
+        assert_eq!(access_for_span(5, 9_000_000, 3), Access::OrderId);
+        // Extremes do not overflow.
+        assert_eq!(access_for_span(i64::MIN, i64::MAX, 2), Access::OrderId);
+        assert_eq!(access_for_span(7, 7, 1), Access::PkSpan(7, 7));
+    }
 }

@@ -126,6 +126,25 @@ async fn every_row_matches_spec_to_the_cent() {
         "12000",
         &["--bad-rows", "3", "--expect-file", expect.to_str().unwrap()],
     );
+    // A line and a payment added to the first order long after: its chunk's
+    // id span is sparse and read through the order_id index, the other
+    // chunks' by their primary-key span. Both must give every row.
+    {
+        let mut my = dbs.my().await;
+        my.query_drop(
+            "INSERT INTO order_items (order_item_id, order_id, product_id, quantity, unit_price, discount) \
+             SELECT 900000000, o.order_id, (SELECT MIN(product_id) FROM products), 2, 3.35, 0.1 \
+             FROM orders o ORDER BY o.order_id LIMIT 1",
+        )
+        .await
+        .unwrap();
+        my.query_drop(
+            "INSERT INTO payments (payment_id, order_id, method, amount, paid_at) \
+             SELECT 900000000, o.order_id, 'cash', 1.05, o.order_date FROM orders o ORDER BY o.order_id LIMIT 1",
+        )
+        .await
+        .unwrap();
+    }
     let out = backfill(&dbs, &["--batch-rows", "3000"]);
     let summary = stdout(&out);
     assert!(summary.contains("succeeded"), "{summary}");
@@ -184,6 +203,10 @@ async fn every_row_matches_spec_to_the_cent() {
     .await;
     assert!(expected_sales.len() > 11_000, "{}", expected_sales.len());
     assert_same("fact_sales", &expected_sales, &loaded_sales);
+    assert!(
+        loaded_sales.contains_key("900000000"),
+        "the late line is loaded"
+    );
 
     let expected_payments = my_rows(
         &mut my,
@@ -202,6 +225,10 @@ async fn every_row_matches_spec_to_the_cent() {
     )
     .await;
     assert_same("fact_payments", &expected_payments, &loaded_payments);
+    assert!(
+        loaded_payments.contains_key("900000000"),
+        "the late payment is loaded"
+    );
 
     // Dimensions, text as it is (Cyrillic and emoji included).
     let expected_customers = my_rows(
