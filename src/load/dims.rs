@@ -10,6 +10,7 @@ use tokio_postgres::Transaction;
 use super::{copy_in, qualified, LoadError};
 use crate::schema::dwh::{DIM_CATEGORY, DIM_CUSTOMER, DIM_EMPLOYEE, DIM_PRODUCT, DIM_REGION};
 use crate::schema::model::{ident_list, quote_ident, Dialect, Table};
+use crate::transform::key_map::KeyMap;
 use crate::transform::{Keys, ProductKey};
 
 const D: Dialect = Dialect::Postgres;
@@ -270,15 +271,15 @@ pub async fn read_keys_of<C: tokio_postgres::GenericClient>(
         },
     )
     .await?;
+    let mut customers = Vec::new();
     each_row(
         client,
         &keys_sql(&DIM_CUSTOMER, CUSTOMER_KEY_COLUMNS, ""),
         "reading the customer keys",
-        |row| {
-            keys.customer.insert(row.get(0), row.get(1));
-        },
+        |row| customers.push((row.get(0), row.get(1))),
     )
     .await?;
+    keys.customer = KeyMap::from_pairs(customers);
     read_employee_keys(client, &mut keys).await?;
     Ok(keys)
 }
@@ -332,16 +333,16 @@ pub async fn keys_for<C: tokio_postgres::GenericClient>(
         let (id, key) = product_key(&row);
         keys.product.insert(id, key);
     }
-    for row in client
+    keys.customer = client
         .query(
             &keys_sql(&DIM_CUSTOMER, CUSTOMER_KEY_COLUMNS, &any(&DIM_CUSTOMER)),
             &[&customers],
         )
         .await
         .map_err(LoadError::pg("reading the customer keys"))?
-    {
-        keys.customer.insert(row.get(0), row.get(1));
-    }
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
     Ok(keys)
 }
 

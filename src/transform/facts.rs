@@ -192,14 +192,10 @@ fn resolve_orders(chunk: &FactChunk, ctx: &FactContext, stats: &mut RunStats) ->
             (Some(_), Ts::At(_)) => 0,
             (Some(_), _) => code(RejectReason::OrderBadDate),
         };
-        let customer_key = keys
-            .customer
-            .get(&o.customer_id)
-            .copied()
-            .unwrap_or_else(|| {
-                st.unresolved(Unresolved::Customer);
-                i64::from(UNKNOWN)
-            });
+        let customer_key = keys.customer.get(o.customer_id).unwrap_or_else(|| {
+            st.unresolved(Unresolved::Customer);
+            i64::from(UNKNOWN)
+        });
         let employee_key = match o.employee_id {
             None => UNKNOWN,
             Some(e) => keys.employee.get(&e).copied().unwrap_or_else(|| {
@@ -626,13 +622,16 @@ fn transform_inner(chunk: &FactChunk, ctx: &FactContext) -> PolarsResult<FactOut
 mod tests {
     use super::*;
     use crate::extract::{Order, OrderItem, Payment};
+    use crate::transform::key_map::KeyMap;
     use crate::transform::ProductKey;
 
     const T0: i64 = 1_767_225_600_000_000; // 2026-01-01 00:00:00 UTC
 
     fn keys() -> Arc<Keys> {
-        let mut k = Keys::default();
-        k.customer.insert(10, 100);
+        let mut k = Keys {
+            customer: KeyMap::from_pairs(vec![(10, 100)]),
+            ..Keys::default()
+        };
         k.employee.insert(20, 200);
         k.region.insert(30, 300);
         k.product.insert(

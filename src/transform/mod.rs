@@ -12,6 +12,7 @@
 
 pub mod dims;
 pub mod facts;
+pub mod key_map;
 pub mod marts;
 
 use std::collections::{BTreeMap, HashMap};
@@ -47,7 +48,9 @@ pub struct Keys {
     /// category_id → (category_key, name)
     pub category: HashMap<i64, (i32, String)>,
     pub product: HashMap<i64, ProductKey>,
-    pub customer: HashMap<i64, i64>,
+    /// customer_id → customer_key: the one dimension that grows with the
+    /// source, held compactly.
+    pub customer: key_map::KeyMap,
     pub employee: HashMap<i64, i32>,
 }
 
