@@ -371,6 +371,8 @@ bench_marts() {
 sales_daily: last 30 days by region|SELECT sale_date, region_name, sum(revenue), sum(orders) FROM mart.sales_daily WHERE sale_date > date '$last_day' - 30 GROUP BY 1, 2 ORDER BY 1, 2
 sales_daily: revenue by category and month|SELECT category_name, date_trunc('month', sale_date), sum(revenue), sum(margin), sum(units) FROM mart.sales_daily GROUP BY 1, 2 ORDER BY 1, 2
 sales_daily: every row|SELECT * FROM mart.sales_daily
+sales_monthly: revenue by category and month|SELECT category_name, month, sum(revenue), sum(margin), sum(units) FROM mart.sales_monthly GROUP BY 1, 2 ORDER BY 1, 2
+sales_monthly: every row|SELECT * FROM mart.sales_monthly
 manager_performance: every row|SELECT * FROM mart.manager_performance ORDER BY month DESC, revenue DESC
 product_ranking: top 10 by revenue|SELECT * FROM mart.product_ranking WHERE revenue_rank <= 10 ORDER BY revenue_rank
 product_ranking: 10 least popular by units|SELECT * FROM mart.product_ranking WHERE quantity_rank_from_bottom <= 10 ORDER BY quantity_rank_from_bottom

@@ -41,11 +41,12 @@ pub const MARTS_SQL: &str = include_str!("../sql/postgres/03_views_marts.sql");
 
 /// The definition revision of schema mart_base this salesdwh reads and
 /// writes (`mart_base.state.revision`; `init` installs it).
-pub const REVISION: i32 = 4;
+pub const REVISION: i32 = 5;
 
 /// Every mart of SPEC §7, as views in schema `mart`.
-pub const MARTS: [&str; 9] = [
+pub const MARTS: [&str; 10] = [
     "sales_daily",
+    "sales_monthly",
     "manager_performance",
     "product_ranking",
     "average_check",
@@ -243,8 +244,9 @@ async fn write_additive_in(
 /// The additive aggregates (tables of mart_base) and their COPY columns, in
 /// [`tm::AdditiveSums::encode`] order; a sync COPYs its differences into
 /// temp tables named `<table>_delta` (`mart_base.apply_changes`).
-const ADDITIVE: [(&str, &[&str]); 4] = [
+const ADDITIVE: [(&str, &[&str]); 5] = [
     ("sales_cell", &tm::CELL_COLUMNS),
+    ("sales_month", &tm::MONTH_COLUMNS),
     ("manager_month", &tm::MANAGER_COLUMNS),
     ("region_month", &tm::REGION_COLUMNS),
     ("product_sales", &tm::PRODUCT_COLUMNS),

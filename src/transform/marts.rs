@@ -45,6 +45,17 @@ pub const CELL_COLUMNS: [&str; 8] = [
     "units",
     "orders",
 ];
+/// `mart_base.sales_month` columns in COPY order.
+pub const MONTH_COLUMNS: [&str; 8] = [
+    "month",
+    "region_key",
+    "category_key",
+    "revenue_cents",
+    "margin_cents",
+    "items",
+    "units",
+    "orders",
+];
 /// `mart_base.manager_month` columns in COPY order.
 pub const MANAGER_COLUMNS: [&str; 7] = [
     "employee_key",
@@ -90,8 +101,9 @@ pub struct MartShare {
 
 /// Sums of sales_cell (day, region, category), manager_month (employee,
 /// month), region_month (month, region) and product_sales (product): added
-/// up over the chunks in memory. Bounded by the dimensions, not the
-/// facts: sales_cell has at most days × regions × categories rows.
+/// up over the chunks in memory; sales_month (month, region, category) is
+/// sales_cell's days added up when encoded. Bounded by the dimensions, not
+/// the facts: sales_cell has at most days × regions × categories rows.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct AdditiveSums {
     /// A B-tree: hundreds of thousands of cells take about 60 bytes each
@@ -139,11 +151,32 @@ impl AdditiveSums {
         self.products.retain(|_, v| v.iter().any(|x| *x != 0));
     }
 
-    /// COPY streams of sales_cell, manager_month, region_month and
-    /// product_sales, in the column orders above (None: no row).
-    pub fn encode(&self) -> [Option<Bytes>; 4] {
-        let [managers, regions, products] = self.encode_small();
-        [encode_cells(self.cells.iter()), managers, regions, products]
+    /// COPY streams of sales_cell, sales_month, manager_month,
+    /// region_month and product_sales, in the column orders above (None: no
+    /// row).
+    pub fn encode(&self) -> [Option<Bytes>; 5] {
+        let [months, managers, regions, products] = self.encode_small();
+        [
+            encode_cells(self.cells.iter()),
+            months,
+            managers,
+            regions,
+            products,
+        ]
+    }
+
+    /// sales_month: the cells' days added up. Summing differences gives the
+    /// difference of the sums, so a sync's delta folds the same way; a
+    /// month whose days' differences cancel out is left out.
+    fn months(&self) -> BTreeMap<(i32, i32, i32), Sums> {
+        let mut months: BTreeMap<(i32, i32, i32), Sums> = BTreeMap::new();
+        for ((date_key, region, category), sums) in &self.cells {
+            // Fact rows carry real dates (dim_date keys).
+            let month = month_days(*date_key).unwrap_or(i32::MIN);
+            add(months.entry((month, *region, *category)).or_default(), sums);
+        }
+        months.retain(|_, v| v.iter().any(|x| *x != 0));
+        months
     }
 
     /// sales_cell as a COPY stream in pieces of at most `rows` rows (the
@@ -166,8 +199,20 @@ impl AdditiveSums {
         })
     }
 
-    /// COPY streams of manager_month, region_month and product_sales.
-    pub fn encode_small(&self) -> [Option<Bytes>; 3] {
+    /// COPY streams of sales_month, manager_month, region_month and
+    /// product_sales.
+    pub fn encode_small(&self) -> [Option<Bytes>; 4] {
+        let month_rows = self.months();
+        let mut months = CopyBuf::with_capacity(month_rows.len() * 70 + 64);
+        for ((month, region, category), sums) in &month_rows {
+            months.row(MONTH_COLUMNS.len() as i16);
+            months.date(*month);
+            months.i32(*region);
+            months.i32(*category);
+            for v in sums {
+                months.i64(*v);
+            }
+        }
         let mut managers = CopyBuf::with_capacity(self.managers.len() * 70 + 64);
         for ((employee, month), s) in &self.managers {
             managers.row(MANAGER_COLUMNS.len() as i16);
@@ -193,13 +238,20 @@ impl AdditiveSums {
                 products.i64(*v);
             }
         }
-        [finished(managers), finished(regions), finished(products)]
+        [
+            finished(months),
+            finished(managers),
+            finished(regions),
+            finished(products),
+        ]
     }
 
-    /// Rows of sales_cell, manager_month, region_month and product_sales.
-    pub fn rows(&self) -> [usize; 4] {
+    /// Rows of sales_cell, sales_month, manager_month, region_month and
+    /// product_sales.
+    pub fn rows(&self) -> [usize; 5] {
         [
             self.cells.len(),
+            self.months().len(),
             self.managers.len(),
             self.regions.len(),
             self.products.len(),
@@ -301,10 +353,11 @@ fn encode_cell(b: &mut CopyBuf, (date_key, region, category): &(i32, i32, i32), 
 /// customer aggregates need recomputing (those of the old and new rows).
 #[derive(Debug, Default)]
 pub struct MartDelta {
-    /// sales_cell, manager_month, region_month, product_sales differences
-    /// in [`CELL_COLUMNS`], [`MANAGER_COLUMNS`], [`REGION_COLUMNS`],
-    /// [`PRODUCT_COLUMNS`] order (None: no change).
-    pub additive: [Option<Bytes>; 4],
+    /// sales_cell, sales_month, manager_month, region_month, product_sales
+    /// differences in [`CELL_COLUMNS`], [`MONTH_COLUMNS`],
+    /// [`MANAGER_COLUMNS`], [`REGION_COLUMNS`], [`PRODUCT_COLUMNS`] order
+    /// (None: no change).
+    pub additive: [Option<Bytes>; 5],
     /// New sales_order rows ([`ORDER_COLUMNS`]).
     pub orders: Option<Bytes>,
     /// (customer_key, month) pairs ([`PAIR_COLUMNS`]).
@@ -927,7 +980,7 @@ mod tests {
             (2, 20260105, 10, 1, returned, 1, 100, 10),
         ]);
         assert!(share.orders.is_none());
-        assert_eq!(share.sums.rows(), [0, 0, 0, 0]);
+        assert_eq!(share.sums.rows(), [0, 0, 0, 0, 0]);
     }
 
     #[test]
@@ -958,10 +1011,10 @@ mod tests {
         sums.subtract(&lines_share(&before).sums);
         assert_eq!(sums.products[&10], [50, 1, 0]);
         assert_eq!(sums.products[&11], [-40, -1, -1]);
-        assert_eq!(sums.rows(), [2, 2, 2, 2]);
+        assert_eq!(sums.rows(), [2, 2, 2, 2, 2]);
         let mut none = lines_share(&before).sums;
         none.subtract(&lines_share(&before).sums);
-        assert_eq!(none.rows(), [0, 0, 0, 0]);
+        assert_eq!(none.rows(), [0, 0, 0, 0, 0]);
     }
 
     #[test]
@@ -984,13 +1037,50 @@ mod tests {
         // Two orders; cells (day, region 1, category 1) and (…, category 2);
         // one manager month, one region month; products 10, 11, 12.
         assert_eq!(share.sales.len(), 2);
-        assert_eq!(share.sums.rows(), [2, 1, 1, 3]);
+        assert_eq!(share.sums.rows(), [2, 2, 1, 1, 3]);
         // Added to itself: the same keys, twice the sums.
         let mut twice = share.sums.clone();
         twice.add(&share.sums);
-        assert_eq!(twice.rows(), [2, 1, 1, 3]);
+        assert_eq!(twice.rows(), [2, 2, 1, 1, 3]);
         assert_eq!(twice.products[&10], [300, 8, 2]);
         assert_eq!(twice.cells[&(20260105, 1, 1)], [900, 90, 6, 12, 4]);
         assert!(share.orders.is_some());
+    }
+
+    #[test]
+    fn months_add_up_their_days_and_a_move_within_a_month_changes_none() {
+        let paid = 1;
+        let jan = month_days(20260101).unwrap();
+        let feb = month_days(20260201).unwrap();
+        let before: [Line; 3] = [
+            (1, 20260105, 10, 1, paid, 1, 100, 10),
+            (2, 20260131, 10, 1, paid, 2, 40, 4),
+            (3, 20260201, 10, 1, paid, 1, 7, 1),
+        ];
+        let months = lines_share(&before).sums.months();
+        // revenue, margin, items, units, orders.
+        assert_eq!(months[&(jan, 1, 1)], [140, 14, 2, 3, 2]);
+        assert_eq!(months[&(feb, 1, 1)], [7, 1, 1, 1, 1]);
+        assert_eq!(months.len(), 2);
+        // Order 1 moves to another day of January: two cells change, no
+        // month does; order 3 moves to March: both months change.
+        let after: [Line; 3] = [
+            (1, 20260106, 10, 1, paid, 1, 100, 10),
+            (2, 20260131, 10, 1, paid, 2, 40, 4),
+            (3, 20260301, 10, 1, paid, 1, 7, 1),
+        ];
+        let mut diff = lines_share(&after).sums;
+        diff.subtract(&lines_share(&before).sums);
+        let months = diff.months();
+        let mar = month_days(20260301).unwrap();
+        assert_eq!(diff.cells.len(), 4);
+        assert_eq!(months.len(), 2, "{months:?}");
+        assert_eq!(months[&(feb, 1, 1)], [-7, -1, -1, -1, -1]);
+        assert_eq!(months[&(mar, 1, 1)], [7, 1, 1, 1, 1]);
+        let delta = lines_delta(&before, &after);
+        assert!(delta.additive[1].is_some());
+        let same_month = lines_delta(&before[..2], &after[..2]);
+        assert!(same_month.additive[0].is_some(), "the cells change");
+        assert!(same_month.additive[1].is_none(), "the month does not");
     }
 }

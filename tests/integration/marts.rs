@@ -16,7 +16,7 @@ const INIT: [&str; 5] = [
 ];
 
 /// The marts that aggregate fact_sales (views over mart_base).
-const AGGREGATING: [&str; 7] = [
+const AGGREGATING: [&str; 8] = [
     "average_check",
     "customer_metrics",
     "customer_report",
@@ -24,6 +24,7 @@ const AGGREGATING: [&str; 7] = [
     "manager_performance",
     "product_ranking",
     "sales_daily",
+    "sales_monthly",
 ];
 
 const RUN_LOG: [&str; 2] = ["etl_performance", "etl_recent_runs"];
@@ -258,6 +259,28 @@ async fn sales_daily_manager_performance_and_average_check() {
     assert_eq!(
         rows(&pg, "SELECT sum(revenue) FROM mart.sales_daily").await,
         ["11999.98"]
+    );
+
+    // The same days by month: January North Audio is 01-10 and 01-20 (two
+    // orders); no February.
+    assert_eq!(
+        rows(
+            &pg,
+            "SELECT month, region_name, category_name, revenue, margin, orders, items, units
+             FROM mart.sales_monthly ORDER BY month, region_key, category_key"
+        )
+        .await,
+        [
+            "2024-01-01|North|Laptops|3000.00|500.00|1|1|1",
+            "2024-01-01|North|Audio|1200.00|420.00|2|3|13",
+            "2024-01-01|South|Phones|500.00|-200.00|1|1|1",
+            "2024-01-01|South|Audio|500.00|200.00|1|1|5",
+            "2024-03-01|North|Laptops|2499.99|-0.01|1|1|1",
+            "2024-03-01|North|Phones|2300.00|200.00|2|2|3",
+            "2024-03-01|South|Phones|999.99|299.99|1|1|1",
+            "2024-04-01|South|Phones|400.00|-300.00|1|1|1",
+            "2024-04-01|South|Audio|600.00|240.00|1|1|6",
+        ]
     );
 
     // Unassigned (-1) is listed like a manager; Boris's cancelled January
