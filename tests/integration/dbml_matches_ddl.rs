@@ -7,9 +7,14 @@ use mysql_async::prelude::Queryable;
 use crate::support::{dbml2sql, repo_root, TestDbs};
 
 fn dbml_to_sql(file: &str, dialect: &str) -> String {
-    let out = std::process::Command::new(dbml2sql())
+    // dbml2sql writes dbml-error.log into its working directory: not the
+    // checkout's.
+    let scratch = tempfile::tempdir().unwrap();
+    let bin = std::fs::canonicalize(dbml2sql()).unwrap_or_else(|_| dbml2sql());
+    let out = std::process::Command::new(bin)
         .arg(repo_root().join(file))
         .arg(dialect)
+        .current_dir(scratch.path())
         .output()
         .expect("run dbml2sql");
     assert!(
