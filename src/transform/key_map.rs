@@ -8,14 +8,18 @@
 /// Never a surrogate key (they are identity values, or -1 for unknown).
 const ABSENT: i64 = i64::MIN;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyMap {
-    #[default]
-    Empty,
     /// Keys of ids `first..first + keys.len()`, ABSENT where there is none.
     Dense { first: i64, keys: Vec<i64> },
-    /// (id, key) sorted by id, one per id.
+    /// (id, key) sorted by id, one per id (empty: no key).
     Sorted(Vec<(i64, i64)>),
+}
+
+impl Default for KeyMap {
+    fn default() -> Self {
+        KeyMap::Sorted(Vec::new())
+    }
 }
 
 impl KeyMap {
@@ -23,7 +27,7 @@ impl KeyMap {
     /// the later one wins, as with `HashMap::insert`.
     pub fn from_pairs(mut pairs: Vec<(i64, i64)>) -> Self {
         if pairs.is_empty() {
-            return KeyMap::Empty;
+            return KeyMap::default();
         }
         // Stable: equal ids keep their order, so the last is the later one.
         pairs.sort_by_key(|&(id, _)| id);
@@ -52,7 +56,6 @@ impl KeyMap {
 
     pub fn get(&self, id: i64) -> Option<i64> {
         match self {
-            KeyMap::Empty => None,
             KeyMap::Dense { first, keys } => {
                 let slot = usize::try_from(i128::from(id) - i128::from(*first)).ok()?;
                 keys.get(slot).copied().filter(|&k| k != ABSENT)
@@ -66,7 +69,6 @@ impl KeyMap {
 
     pub fn len(&self) -> usize {
         match self {
-            KeyMap::Empty => 0,
             KeyMap::Dense { keys, .. } => keys.iter().filter(|&&k| k != ABSENT).count(),
             KeyMap::Sorted(pairs) => pairs.len(),
         }

@@ -171,8 +171,10 @@ impl AdditiveSums {
     fn months(&self) -> BTreeMap<(i32, i32, i32), Sums> {
         let mut months: BTreeMap<(i32, i32, i32), Sums> = BTreeMap::new();
         for ((date_key, region, category), sums) in &self.cells {
-            // Fact rows carry real dates (dim_date keys).
-            let month = month_days(*date_key).unwrap_or(i32::MIN);
+            // Cells only hold days that are dates (`parts` skips the rest).
+            let Some(month) = month_days(*date_key) else {
+                continue;
+            };
             add(months.entry((month, *region, *category)).or_default(), sums);
         }
         months.retain(|_, v| v.iter().any(|x| *x != 0));
