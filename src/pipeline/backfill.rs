@@ -225,11 +225,15 @@ async fn body(
 ) -> Result<BackfillReport, PipelineError> {
     let mut phases = Vec::new();
     let mut phase_start = Instant::now();
-    let mut snapshot =
-        Snapshot::open(&settings.mysql, settings.connect_timeout, opts.workers).await?;
+    let mut readers = Snapshot::open(&settings.mysql, settings.connect_timeout, opts.workers)
+        .await?
+        .readers;
     let now = Utc::now().timestamp_micros();
     let board = Board::new(opts.quiet);
-    let conn0 = &mut snapshot.readers[0];
+    // The first session reads the plan and the dimensions; the others
+    // start on the fact chunks meanwhile (see `FactReaders`).
+    let mut first_reader = readers.remove(0);
+    let conn0 = &mut first_reader;
 
     let mut estimates = HashMap::new();
     for table in OLTP.tables {
@@ -302,20 +306,7 @@ async fn body(
     .map(|t| estimates.get(t.name).copied().unwrap_or(0))
     .sum();
     let dim_bar = board.bar("dimensions", dim_total);
-    let batch = opts.batch_rows.clamp(1_000, 100_000) as usize;
-    let mut dim_stats = RunStats::default();
-    let keys = load_dimensions(conn0, pool, batch, &dim_bar, &mut dim_stats).await;
-    stats
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .add(&dim_stats);
-    let keys = keys?;
-    dim_bar.finish();
-    phases.push(("dimensions", phase_start.elapsed()));
-    log_memory("dimensions");
-    phase_start = Instant::now();
-
-    // ---- facts
+    // ---- the fact plan (its chunks are read from here on)
     let plan = &state.plan;
     let get = |k: &str| plan.get(k).and_then(|v| v.as_i64()).unwrap_or(0);
     let chunks = plan_chunks(
@@ -342,6 +333,23 @@ async fn body(
         .copied()
         .filter(|(lo, _)| !done_lo.contains(lo))
         .collect();
+    let mut fact_readers = FactReaders::start(readers, todo, opts.workers);
+
+    let batch = opts.batch_rows.clamp(1_000, 100_000) as usize;
+    let mut dim_stats = RunStats::default();
+    let keys = load_dimensions(conn0, pool, batch, &dim_bar, &mut dim_stats).await;
+    fact_readers.spawn(first_reader);
+    stats
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .add(&dim_stats);
+    let keys = keys?;
+    dim_bar.finish();
+    phases.push(("dimensions", phase_start.elapsed()));
+    log_memory("dimensions");
+    phase_start = Instant::now();
+
+    // ---- facts
     let window = opts
         .window
         .map(|(a, b)| (day_micros(a), day_micros(b) + DAY_MICROS));
@@ -369,8 +377,7 @@ async fn body(
     let covered = load_facts::dim_date_range(client).await?;
     load_facts_parallel(
         client,
-        snapshot,
-        todo,
+        fact_readers,
         ctx,
         pool,
         run_id,
@@ -640,31 +647,38 @@ async fn load_dimensions(
     Ok(load_dims::read_keys(&*client).await?)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn load_facts_parallel(
-    lock: &tokio_postgres::Client,
-    snapshot: Snapshot,
-    todo: VecDeque<(i64, i64)>,
-    ctx: Arc<FactContext>,
-    pool: &PgPool,
-    run_id: i64,
-    covered: Option<(i32, i32)>,
-    workers: usize,
-    stats: &Arc<Mutex<RunStats>>,
-    bars: Arc<FactBars>,
-    sums: &Arc<Mutex<AdditiveSums>>,
-    spill: &Arc<Mutex<Option<OrderSpill>>>,
-) -> Result<(), PipelineError> {
-    let queue = Arc::new(Mutex::new(todo));
-    // Bounded: extractors wait while loaders are busy, so at most
-    // `workers` chunks wait in memory besides those being worked on.
-    let (tx, rx) = mpsc::channel::<FactChunk>(workers.max(1));
-    let rx = Arc::new(tokio::sync::Mutex::new(rx));
-    let mut tasks: tokio::task::JoinSet<Result<(), PipelineError>> = tokio::task::JoinSet::new();
-    for mut conn in snapshot.readers {
-        let queue = queue.clone();
-        let tx = tx.clone();
-        tasks.spawn(async move {
+/// The fact chunks' readers: started before the dimensions load (on the
+/// sessions the dimensions do not use), so the loaders find chunks in
+/// hand when the key maps are ready, and MySQL works while the
+/// dimensions' single stream leaves a core idle. The bounded channel
+/// holds at most `workers` chunks besides those in the readers' hands.
+struct FactReaders {
+    tasks: tokio::task::JoinSet<Result<(), PipelineError>>,
+    queue: Arc<Mutex<VecDeque<(i64, i64)>>>,
+    tx: mpsc::Sender<FactChunk>,
+    rx: mpsc::Receiver<FactChunk>,
+}
+
+impl FactReaders {
+    fn start(readers: Vec<mysql_async::Conn>, todo: VecDeque<(i64, i64)>, workers: usize) -> Self {
+        let (tx, rx) = mpsc::channel::<FactChunk>(workers.max(1));
+        let mut this = FactReaders {
+            tasks: tokio::task::JoinSet::new(),
+            queue: Arc::new(Mutex::new(todo)),
+            tx,
+            rx,
+        };
+        for conn in readers {
+            this.spawn(conn);
+        }
+        this
+    }
+
+    /// One more reader, on `conn`, taking chunks until none is left.
+    fn spawn(&mut self, mut conn: mysql_async::Conn) {
+        let queue = self.queue.clone();
+        let tx = self.tx.clone();
+        self.tasks.spawn(async move {
             loop {
                 let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
                 let Some((lo, hi)) = next else { break };
@@ -684,7 +698,29 @@ async fn load_facts_parallel(
             Ok(())
         });
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn load_facts_parallel(
+    lock: &tokio_postgres::Client,
+    readers: FactReaders,
+    ctx: Arc<FactContext>,
+    pool: &PgPool,
+    run_id: i64,
+    covered: Option<(i32, i32)>,
+    workers: usize,
+    stats: &Arc<Mutex<RunStats>>,
+    bars: Arc<FactBars>,
+    sums: &Arc<Mutex<AdditiveSums>>,
+    spill: &Arc<Mutex<Option<OrderSpill>>>,
+) -> Result<(), PipelineError> {
+    // Bounded: extractors wait while loaders are busy, so at most
+    // `workers` chunks wait in memory besides those being worked on.
+    let FactReaders {
+        mut tasks, tx, rx, ..
+    } = readers;
     drop(tx);
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
     for _ in 0..workers.max(1) {
         let rx = rx.clone();
         let ctx = ctx.clone();
