@@ -76,10 +76,26 @@ pub async fn copy_pieces<C: tokio_postgres::GenericClient>(
     let sink = client.client().copy_in(&sql).await?;
     futures::pin_mut!(sink);
     for piece in pieces {
-        sink.send(piece).await?;
+        for message in messages(piece) {
+            sink.send(message).await?;
+        }
     }
     sink.finish().await
 }
+
+/// `data` as COPY data messages of at most [`MESSAGE_BYTES`] each.
+pub fn messages(mut data: Bytes) -> impl Iterator<Item = Bytes> {
+    std::iter::from_fn(move || {
+        (!data.is_empty()).then(|| data.split_to(data.len().min(MESSAGE_BYTES)))
+    })
+}
+
+/// The largest COPY data message sent. The driver copies each message into
+/// its connection's write buffer, which keeps the largest size it ever held
+/// for as long as the pooled connection lives: whole-chunk messages left
+/// several MB on every connection (a tenth of a backfill's peak memory).
+/// Splitting a `Bytes` copies nothing.
+const MESSAGE_BYTES: usize = 256 * 1024;
 
 /// A warehouse table, schema-qualified.
 pub fn qualified(table: &Table) -> String {
@@ -102,4 +118,22 @@ pub async fn copy_sink(
         .copy_in(&sql)
         .await
         .map_err(LoadError::pg(format!("copying into {table_sql}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_bounded_and_add_up_to_the_data() {
+        let data: Vec<u8> = (0..(2 * MESSAGE_BYTES + 17)).map(|i| i as u8).collect();
+        let parts: Vec<Bytes> = messages(Bytes::from(data.clone())).collect();
+        assert_eq!(
+            parts.iter().map(Bytes::len).collect::<Vec<_>>(),
+            [MESSAGE_BYTES, MESSAGE_BYTES, 17]
+        );
+        assert_eq!(parts.concat(), data);
+        assert_eq!(messages(Bytes::from_static(b"PGCOPY")).count(), 1);
+        assert_eq!(messages(Bytes::new()).count(), 0);
+    }
 }

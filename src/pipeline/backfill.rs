@@ -560,10 +560,14 @@ async fn copy_dim<T: SourceRow>(
         encode(&rows, &mut buf, stats);
         stats.read += rows.len() as u64;
         bar.inc(rows.len() as u64);
-        sink.send(buf.take()).await.map_err(what())?;
+        for message in load::messages(buf.take()) {
+            sink.send(message).await.map_err(what())?;
+        }
     }
     drop(batches);
-    sink.send(buf.finish()).await.map_err(what())?;
+    for message in load::messages(buf.finish()) {
+        sink.send(message).await.map_err(what())?;
+    }
     stats.loaded += sink.as_mut().finish().await.map_err(what())?;
     load_dims::merge(tx, table).await?;
     Ok(())
