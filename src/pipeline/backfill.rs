@@ -333,6 +333,12 @@ async fn body(
         .copied()
         .filter(|(lo, _)| !done_lo.contains(lo))
         .collect();
+    tracing::debug!(
+        chunks = chunks.len(),
+        to_load = todo.len(),
+        ms = phase_start.elapsed().as_millis() as u64,
+        "fact plan ready"
+    );
     let mut fact_readers = FactReaders::start(readers, todo, opts.workers);
 
     let batch = opts.batch_rows.clamp(1_000, 100_000) as usize;
