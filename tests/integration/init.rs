@@ -143,6 +143,10 @@ async fn init_twice_creates_the_databases_and_leaves_identical_catalogs() {
         .unwrap()
         .get(0);
     assert!(weekend, "2024-06-02 is a Sunday");
+
+    // New sessions on the warehouse sort in memory (03_views_marts.sql).
+    let work_mem: String = pg.query_one("SHOW work_mem", &[]).await.unwrap().get(0);
+    assert_eq!(work_mem, "64MB");
 }
 
 #[tokio::test(flavor = "multi_thread")]
