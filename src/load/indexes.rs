@@ -5,7 +5,8 @@
 //!
 //! Names and definitions come from the model (the same renderer functions
 //! `init` uses), and rebuilding skips whatever already exists, so a rebuild
-//! interrupted half way is simply run again.
+//! interrupted half way is simply run again. The loaded tables' `ANALYZE`
+//! runs among the builds (they share the cores; see [`rebuild_fact_indexes`]).
 
 use tokio_postgres::GenericClient;
 

@@ -76,15 +76,25 @@ pub async fn copy_pieces<C: tokio_postgres::GenericClient>(
     let sink = client.client().copy_in(&sql).await?;
     futures::pin_mut!(sink);
     for piece in pieces {
-        for message in messages(piece) {
-            sink.send(message).await?;
-        }
+        send(sink.as_mut(), piece).await?;
     }
     sink.finish().await
 }
 
+/// Sends `data` into an open COPY (see [`copy_sink`]) as messages of at
+/// most [`MESSAGE_BYTES`] each.
+pub async fn send(
+    mut sink: std::pin::Pin<&mut tokio_postgres::CopyInSink<Bytes>>,
+    data: Bytes,
+) -> Result<(), tokio_postgres::Error> {
+    for message in messages(data) {
+        sink.as_mut().send(message).await?;
+    }
+    Ok(())
+}
+
 /// `data` as COPY data messages of at most [`MESSAGE_BYTES`] each.
-pub fn messages(mut data: Bytes) -> impl Iterator<Item = Bytes> {
+fn messages(mut data: Bytes) -> impl Iterator<Item = Bytes> {
     std::iter::from_fn(move || {
         (!data.is_empty()).then(|| data.split_to(data.len().min(MESSAGE_BYTES)))
     })

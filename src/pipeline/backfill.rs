@@ -29,7 +29,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, Utc};
-use futures::SinkExt;
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -566,14 +565,14 @@ async fn copy_dim<T: SourceRow>(
         encode(&rows, &mut buf, stats);
         stats.read += rows.len() as u64;
         bar.inc(rows.len() as u64);
-        for message in load::messages(buf.take()) {
-            sink.send(message).await.map_err(what())?;
-        }
+        load::send(sink.as_mut(), buf.take())
+            .await
+            .map_err(what())?;
     }
     drop(batches);
-    for message in load::messages(buf.finish()) {
-        sink.send(message).await.map_err(what())?;
-    }
+    load::send(sink.as_mut(), buf.finish())
+        .await
+        .map_err(what())?;
     stats.loaded += sink.as_mut().finish().await.map_err(what())?;
     load_dims::merge(tx, table).await?;
     Ok(())
@@ -724,8 +723,8 @@ async fn load_facts_parallel(
     sums: &Arc<Mutex<AdditiveSums>>,
     spill: &Arc<Mutex<Option<OrderSpill>>>,
 ) -> Result<(), PipelineError> {
-    // Bounded: extractors wait while loaders are busy, so at most
-    // `workers` chunks wait in memory besides those being worked on.
+    // The readers' channel is bounded (`FactReaders`): they wait while
+    // the loaders are busy.
     let FactReaders {
         mut tasks, tx, rx, ..
     } = readers;
