@@ -9,11 +9,12 @@
 //! aggregates itself ([`crate::transform::marts::CustomerBuilder`]):
 //!
 //! - `init` [`ensure_built`]s them (new, stale or of an older definition);
-//! - `backfill` builds them from its chunks: each chunk COPYs its share
-//!   ([`share_streams`]) in its own transaction; after the load
-//!   [`write_additive`] and [`build_customers`] (each in a transaction of its
-//!   own, idempotent) finish them, and [`finish_parts`] marks them built in
-//!   the final transaction. A resumed backfill [`rebuild`]s them instead;
+//! - `backfill` builds them from its chunks: each committed chunk adds its
+//!   sums up in memory and spills its orders ([`crate::spill`]); after the
+//!   load [`write_additive`] and [`build_customers`] (each in a transaction
+//!   of its own, idempotent) write them, and [`finish_parts`] marks them
+//!   built in the final transaction. A resumed backfill [`rebuild`]s them
+//!   instead;
 //! - `sync` [`capture`]s the orders (and [`capture_products`] the products)
 //!   whose fact rows it is about to change, then [`apply_changes`] reads
 //!   their fact rows before and after, adds the difference of their share
@@ -34,14 +35,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use bytes::Bytes;
 use tokio_postgres::GenericClient;
 
-use crate::transform::marts::{self as tm, MartShare};
+use crate::transform::marts as tm;
 
 /// The marts DDL: idempotent, applied by `init` after `01_dwh_schema.sql`.
 pub const MARTS_SQL: &str = include_str!("../sql/postgres/03_views_marts.sql");
 
 /// The definition revision of schema mart_base this salesdwh reads and
 /// writes (`mart_base.state.revision`; `init` installs it).
-pub const REVISION: i32 = 5;
+pub const REVISION: i32 = 6;
 
 /// Every mart of SPEC §7, as views in schema `mart`.
 pub const MARTS: [&str; 10] = [
@@ -170,8 +171,8 @@ pub async fn rebuild<C: GenericClient + Sync>(client: &C) -> Result<Upkeep, Mart
 }
 
 /// A backfill's first attempt that builds the aggregates from its chunks'
-/// shares ([`share_streams`]) empties them first (and marks them stale
-/// until [`finish_parts`]).
+/// shares empties them first (and marks them stale until
+/// [`finish_parts`]).
 pub async fn start_parts<C: GenericClient + Sync>(client: &C) -> Result<(), MartsError> {
     call(client, "empty", "SELECT mart_base.start_parts()", &[]).await?;
     Ok(())
@@ -333,36 +334,11 @@ async fn build_customers_in(
     Ok(())
 }
 
-/// sales_order, which the backfill's chunks wrote unindexed, indexed and
-/// analyzed for the next sync, in a transaction of its own (idempotent).
-pub async fn index_orders(client: &mut tokio_postgres::Client) -> Result<(), MartsError> {
-    in_transaction(client, async |tx| {
-        call(
-            tx,
-            "index the orders of",
-            "SELECT mart_base.orders_written()",
-            &[],
-        )
-        .await
-        .map(|_| ())
-    })
-    .await
-}
-
 /// The end of a backfill that built the aggregates from its parts (its
 /// final transaction): the parts go, the aggregates are marked built.
 pub async fn finish_parts<C: GenericClient + Sync>(client: &C) -> Result<Upkeep, MartsError> {
     call(client, "finish", "SELECT mart_base.finish_parts()", &[]).await?;
     Ok(Upkeep::Built)
-}
-
-/// Where a backfill chunk's share of the aggregates is COPYed, in the
-/// chunk's transaction: table, columns, stream (None: no row). (Its sums
-/// are added up in memory: [`write_additive`].)
-pub fn share_streams(
-    share: MartShare,
-) -> [(&'static str, &'static [&'static str], Option<Bytes>); 1] {
-    [("mart_base.sales_order", &tm::ORDER_COLUMNS, share.orders)]
 }
 
 /// category_key → its place in (name, category_key) order: the tie break
@@ -460,23 +436,22 @@ pub async fn apply_changes<C: GenericClient + Sync>(
         return Ok(Upkeep::Rebuilt);
     }
     let (old, new) = apply_delta(client).await?;
+    recompute_pairs(client, &old, &new).await?;
     if names_changed {
         call(
             client,
-            "recompute the customers of",
-            "SELECT mart_base.recompute_customers()",
+            "recompute the top categories of",
+            "SELECT mart_base.recompute_top_categories()",
             &[],
         )
         .await?;
-    } else {
-        recompute_pairs(client, &old, &new).await?;
     }
     call(client, "finish", "SELECT mart_base.changes_applied()", &[]).await?;
     Ok(Upkeep::Updated)
 }
 
-/// What the captured orders change in the additive aggregates and
-/// sales_order, computed from their fact rows before (capture's copy) and
+/// What the captured orders change in the additive aggregates, computed
+/// from their fact rows before (capture's copy) and
 /// now with the backfill's definitions ([`tm::delta`]); also fills temp
 /// table mart_pairs with their (customer, month) pairs. Returns their
 /// valid orders before and after, by order_id.
@@ -518,31 +493,7 @@ async fn apply_delta<C: GenericClient + Sync>(client: &C) -> Result<ChangedSales
         )
         .await?;
     }
-    // The orders' sales_order rows go by their key before the change.
-    let (mut customers, mut months, mut ids) = (Vec::new(), Vec::new(), Vec::new());
-    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid");
-    for (id, o) in &delta.old_sales {
-        customers.push(o.customer_key);
-        months.push(epoch + chrono::Duration::days(i64::from(o.month)));
-        ids.push(*id);
-    }
-    call(
-        client,
-        "update",
-        "SELECT mart_base.add_deltas($1, $2, $3)",
-        &[&customers, &months, &ids],
-    )
-    .await?;
-    if let Some(orders) = delta.orders {
-        copy_stream(
-            client,
-            "mart_base.sales_order",
-            &tm::ORDER_COLUMNS,
-            orders,
-            write,
-        )
-        .await?;
-    }
+    call(client, "update", "SELECT mart_base.add_deltas()", &[]).await?;
     tracing::debug!(
         ms = started.elapsed().as_millis() as u64,
         orders = touched.len(),
@@ -764,23 +715,32 @@ async fn recompute_pairs<C: GenericClient + Sync>(
         &[],
     )
     .await?;
-    // The slow pairs' orders (their new rows are in sales_order by now).
+    // The slow pairs' orders, from their current fact rows: by customer
+    // (fact_sales' customer_key index), within the month's date_keys.
     let mut orders: BTreeMap<Pair, Vec<tm::SalesOrder>> = BTreeMap::new();
     if !slow.is_empty() {
-        let (customers, days): (Vec<i64>, Vec<i32>) = slow.iter().copied().unzip();
-        for r in client
-            .query(
-                "SELECT s.customer_key, s.month - date '1970-01-01', s.date_key, s.spend_cents, \
-                        s.completion_micros, s.category_keys, s.category_cents \
-                 FROM unnest($1::bigint[], $2::int[]) w(customer_key, month) \
-                 JOIN mart_base.sales_order s \
-                   ON s.customer_key = w.customer_key AND s.month = date '1970-01-01' + w.month",
-                &[&customers, &days],
-            )
-            .await
-            .map_err(read)?
-        {
-            let o = sales_order(&r);
+        let mut customers = Vec::with_capacity(slow.len());
+        let (mut first, mut last) = (Vec::with_capacity(slow.len()), Vec::new());
+        for (customer, month) in &slow {
+            let Some((lo, hi)) = tm::month_date_keys(*month) else {
+                continue;
+            };
+            customers.push(*customer);
+            first.push(lo);
+            last.push(hi);
+        }
+        let sales = read_sales(
+            client,
+            "dwh.fact_sales f \
+             JOIN unnest($1::bigint[], $2::int[], $3::int[]) AS w(w_customer, w_first, w_last) \
+               ON f.customer_key = w.w_customer AND f.date_key BETWEEN w.w_first AND w.w_last",
+            &[&customers, &first, &last],
+        )
+        .await?;
+        let mut sales = tm::orders(&sales.lines());
+        // In (customer, month, order_id) order, as a rebuild reads them.
+        sales.sort_unstable_by_key(|(id, o)| (o.customer_key, o.month, *id));
+        for (_, o) in sales {
             orders.entry((o.customer_key, o.month)).or_default().push(o);
         }
     }
@@ -852,22 +812,6 @@ async fn recompute_pairs<C: GenericClient + Sync>(
         "changed customers recomputed"
     );
     Ok(())
-}
-
-/// A sales_order row as the customer aggregates read it (the columns
-/// customer_key, month as days since 1970, date_key, spend_cents,
-/// completion_micros, category_keys, category_cents).
-fn sales_order(row: &tokio_postgres::Row) -> tm::SalesOrder {
-    let keys: Vec<i32> = row.get(5);
-    let cents: Vec<i64> = row.get(6);
-    tm::SalesOrder {
-        customer_key: row.get(0),
-        month: row.get(1),
-        date_key: row.get(2),
-        spend_cents: row.get(3),
-        completion_micros: row.get(4),
-        categories: keys.into_iter().zip(cents).collect(),
-    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! The backfill's orders as the customer marts need them, spilled to local
 //! bucket files while the chunks load (a customer's orders all in one
 //! bucket), so that the customer aggregates are computed at the end one
-//! bucket at a time, without reading sales_order back from PostgreSQL
-//! (where putting every order in customer order costs a sort of them all).
+//! bucket at a time, without writing every order to PostgreSQL and reading
+//! them back in customer order (a sort of them all).
 //! Memory holds one bucket; the files live in a temporary directory that
 //! goes with the spill, also when the run fails. A killed run cannot remove
 //! its directory: the next backfill on the machine removes those whose

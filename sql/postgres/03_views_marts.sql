@@ -33,14 +33,13 @@
 --     fact_sales, inside its own transaction, so readers never wait and
 --     never see half a run:
 --       - backfill computes them while its chunks pass (salesdwh, in Rust:
---         src/transform/marts.rs): each chunk writes its orders' sales_order
---         rows in its own transaction and adds its sums of the additive
---         aggregates up in memory; after the load salesdwh writes those
+--         src/transform/marts.rs): each chunk adds its sums of the additive
+--         aggregates up in memory and spills its orders to a local file;
+--         after the load salesdwh writes those sums
 --         (start_additive/additive_written) and the customer aggregates it
---         computes from its copy of the chunks' orders
---         (prepare_customers/customers_written), indexes sales_order
---         (orders_written), and finish_parts marks them built in the last
---         transaction. A resumed
+--         computes from the spilled orders
+--         (prepare_customers/customers_written), and finish_parts marks
+--         them built in the last transaction. A resumed
 --         backfill calls mart_base.rebuild(): every aggregate recomputed
 --         from fact_sales in SQL;
 --       - sync hands the orders it is about to change to
@@ -50,14 +49,15 @@
 --         apply_changes, with the backfill's definitions) what those orders
 --         change: the additive aggregates (sales_cell, sales_month,
 --         manager_month, region_month, product_sales) get (new - old),
---         cells that drop to zero orders go (add_deltas); sales_order (one
---         row per order) gets
---         their new rows; then salesdwh recomputes the (customer, month)
---         pairs of those orders from it, and those customers' totals and
---         cohorts (medians, top and favorite categories and cohorts are
---         not additive). The cost follows the change, not the size of the
---         warehouse. After a category rename (ties go by name) every
---         customer is recomputed in SQL (recompute_customers).
+--         cells that drop to zero orders go (add_deltas); then salesdwh
+--         recomputes the (customer, month) pairs of those orders (a pair
+--         whose orders only changed amounts from its customer_month row,
+--         any other from its orders' fact rows, read by customer_key), and
+--         those customers' totals and cohorts (medians, top and favorite
+--         categories and cohorts are not additive). The cost follows the
+--         change, not the size of the warehouse. After a category rename
+--         (ties go by name) every top and favorite category is recomputed
+--         in SQL from customer_month (recompute_top_categories).
 --   * A run that changes facts without maintaining the aggregates (sync or
 --     backfill --no-refresh-marts) marks them stale; the next maintaining
 --     run, or init, rebuilds them.
@@ -100,7 +100,7 @@ BEGIN
     END IF;
     -- Dynamic: the table may not exist when this block is parsed.
     EXECUTE 'SELECT revision FROM mart_base.state' INTO v_revision;
-    IF v_revision IS DISTINCT FROM 5 THEN
+    IF v_revision IS DISTINCT FROM 6 THEN
         RAISE NOTICE 'mart_base: definition changed, rebuilding the aggregates';
         DROP SCHEMA mart_base CASCADE;
     END IF;
@@ -120,7 +120,7 @@ CREATE TABLE IF NOT EXISTS mart_base.state (
     updated_at timestamptz
 );
 -- A new mart_base starts stale: init (or the next run) builds it.
-INSERT INTO mart_base.state (revision, stale) VALUES (5, true) ON CONFLICT DO NOTHING;
+INSERT INTO mart_base.state (revision, stale) VALUES (6, true) ON CONFLICT DO NOTHING;
 
 -- sum() of bigint returns numeric (slow to add up, and cast back): this
 -- adds in bigint, and an overflow is an error, never a wrong sum.
@@ -199,25 +199,6 @@ BEGIN
 END
 $drop$;
 
--- Grain order with valid sales: what customer_month is computed from, so
--- that a change recomputes a (customer, month) from its few orders instead
--- of from fact_sales. completion_micros = completed_at - ordered_at in
--- microseconds (NULL until completed); the order's revenue per category,
--- by category_key.
-CREATE TABLE IF NOT EXISTS mart_base.sales_order (
-    order_id       bigint    NOT NULL,
-    customer_key   bigint    NOT NULL,
-    month          date      NOT NULL,
-    date_key       integer   NOT NULL,
-    spend_cents    bigint    NOT NULL,
-    completion_micros bigint,
-    category_keys  integer[] NOT NULL,
-    category_cents bigint[]  NOT NULL,
-    -- One index serves both lookups, a (customer, month)'s orders and an
-    -- order by its (customer, month, id): half the index upkeep of two.
-    CONSTRAINT sales_order_pkey PRIMARY KEY (customer_key, month, order_id)
-);
-
 -- Grain customer x month with valid orders.
 CREATE TABLE IF NOT EXISTS mart_base.customer_month (
     customer_key               bigint  NOT NULL,
@@ -273,7 +254,14 @@ BEGIN
                              'mart_base.store_orders(text, bigint[])',
                              'mart_base.pair_customers()',
                              'mart_base.fold_parts()',
-                             'mart_base.add_deltas(bigint[])'] LOOP
+                             'mart_base.add_deltas(bigint[])',
+                             'mart_base.add_deltas(bigint[], date[], bigint[])',
+                             'mart_base.recompute_customers()',
+                             'mart_base.store_orders(text)',
+                             'mart_base.orders_written()',
+                             'mart_base.finish_build()',
+                             'mart_base.drop_order_indexes()',
+                             'mart_base.restore_order_indexes()'] LOOP
         IF to_regprocedure(f) IS NOT NULL THEN
             EXECUTE 'DROP FUNCTION ' || f;
         END IF;
@@ -514,56 +502,39 @@ BEGIN
 END
 $fn$;
 
--- Replaces every sales_order row with the orders of parts `parts`.
-CREATE OR REPLACE FUNCTION mart_base.store_orders(parts text)
+-- Recomputes customer_month from the orders of temp table `orders` (one
+-- row per order with valid sales, as build_parts' <name>_orders), then
+-- customer_total and cohort_activity from customer_month: every customer,
+-- in SQL (the reference definition: rebuild() uses it). A backfill
+-- computes the same in Rust from its spilled orders (src/marts.rs
+-- build_customers), and sync the pairs its orders touched (src/marts.rs
+-- recompute_pairs); the tests compare both with this.
+CREATE OR REPLACE FUNCTION mart_base.recompute_customers(orders text)
 RETURNS void
 LANGUAGE plpgsql
 AS $fn$
 BEGIN
-    TRUNCATE mart_base.sales_order;
-    -- Faster to index the whole table afterwards (finish_build).
-    PERFORM mart_base.drop_order_indexes();
-    EXECUTE format($q$
-        INSERT INTO mart_base.sales_order (order_id, customer_key, month, date_key, spend_cents,
-                                           completion_micros, category_keys, category_cents)
-        SELECT order_id, customer_key, mart_base.month_of(date_key), date_key, revenue,
-               completion_micros, category_keys, category_cents
-        FROM pg_temp.%I$q$, parts || '_orders');
-END
-$fn$;
-
--- Recomputes customer_month from sales_order, then customer_total and
--- cohort_activity from customer_month: every customer, in SQL (the
--- reference definition: rebuild() uses it, and sync after a category
--- rename, since top and favorite categories break ties by name). A
--- backfill computes the same in Rust from sales_order (src/marts.rs
--- build_customers), and sync the pairs its orders touched
--- (src/marts.rs recompute_pairs); the tests compare both with this.
-CREATE OR REPLACE FUNCTION mart_base.recompute_customers()
-RETURNS void
-LANGUAGE plpgsql
-AS $fn$
-BEGIN
-    TRUNCATE mart_base.customer_month, mart_base.customer_total;
+    TRUNCATE mart_base.customer_month;
     -- top_category: most revenue in the month; ties to the lowest category
     -- name, then key. The month's revenue per category is kept
     -- (category_keys/_cents) for the favorite category over all months.
+    EXECUTE format($q$
     INSERT INTO mart_base.customer_month (customer_key, month, spend_cents, orders,
                                           median_hours_to_completion, top_category_key,
                                           first_day, last_day, category_keys, category_cents)
     SELECT m.customer_key, m.month, m.spend, m.orders, m.median, t.category_key,
            m.first_day, m.last_day, t.keys, t.cents
     FROM (
-        SELECT s.customer_key, s.month,
-               mart_base.sum8(s.spend_cents) AS spend, count(*) AS orders,
+        SELECT s.customer_key, mart_base.month_of(s.date_key) AS month,
+               mart_base.sum8(s.revenue) AS spend, count(*) AS orders,
                -- Orders not completed (NULL) are ignored.
                mart_base.median_hours(array_agg(s.completion_micros
                                                 ORDER BY s.completion_micros)
                    FILTER (WHERE s.completion_micros IS NOT NULL)) AS median,
                mart_base.day_of(min(s.date_key)) AS first_day,
                mart_base.day_of(max(s.date_key)) AS last_day
-        FROM mart_base.sales_order s
-        GROUP BY s.customer_key, s.month
+        FROM pg_temp.%1$I s
+        GROUP BY 1, 2
     ) m
     JOIN (
         SELECT b.customer_key, b.month,
@@ -572,15 +543,52 @@ BEGIN
                array_agg(b.category_key ORDER BY b.category_key) AS keys,
                array_agg(b.revenue ORDER BY b.category_key) AS cents
         FROM (
-            SELECT s.customer_key, s.month, u.category_key, mart_base.sum8(u.cents) AS revenue
-            FROM mart_base.sales_order s,
+            SELECT s.customer_key, mart_base.month_of(s.date_key) AS month, u.category_key,
+                   mart_base.sum8(u.cents) AS revenue
+            FROM pg_temp.%1$I s,
                  unnest(s.category_keys, s.category_cents) AS u(category_key, cents)
-            GROUP BY s.customer_key, s.month, u.category_key
+            GROUP BY 1, 2, 3
         ) b
         JOIN dwh.dim_category c ON c.category_key = b.category_key
         GROUP BY b.customer_key, b.month
-    ) t ON t.customer_key = m.customer_key AND t.month = m.month;
+    ) t ON t.customer_key = m.customer_key AND t.month = m.month$q$, orders);
+    PERFORM mart_base.recompute_totals();
+END
+$fn$;
 
+-- Every month's top category again from its revenue per category, where
+-- a category rename changed the tie break (sync), then the totals.
+CREATE OR REPLACE FUNCTION mart_base.recompute_top_categories()
+RETURNS void
+LANGUAGE plpgsql
+AS $fn$
+BEGIN
+    UPDATE mart_base.customer_month m SET top_category_key = t.category_key
+    FROM (
+        SELECT b.customer_key, b.month,
+               (array_agg(b.category_key ORDER BY b.revenue DESC, c.name, c.category_key))[1]
+                   AS category_key
+        FROM (
+            SELECT m.customer_key, m.month, u.category_key, u.cents AS revenue
+            FROM mart_base.customer_month m,
+                 unnest(m.category_keys, m.category_cents) AS u(category_key, cents)
+        ) b
+        JOIN dwh.dim_category c ON c.category_key = b.category_key
+        GROUP BY b.customer_key, b.month
+    ) t
+    WHERE t.customer_key = m.customer_key AND t.month = m.month
+      AND t.category_key <> m.top_category_key;
+    PERFORM mart_base.recompute_totals();
+END
+$fn$;
+
+-- customer_total and cohort_activity from customer_month, every customer.
+CREATE OR REPLACE FUNCTION mart_base.recompute_totals()
+RETURNS void
+LANGUAGE plpgsql
+AS $fn$
+BEGIN
+    TRUNCATE mart_base.customer_total;
     INSERT INTO mart_base.customer_total (customer_key, lifetime_value_cents, orders,
                                           first_purchase, last_purchase, favorite_category_key)
     SELECT o.customer_key, o.lifetime_value, o.orders, o.first_day, o.last_day, f.category_key
@@ -615,30 +623,6 @@ BEGIN
 END
 $fn$;
 
--- sales_order's indexes go while it is filled from scratch (by a rebuild,
--- or by a backfill's chunks) and come back before anything looks it up.
-CREATE OR REPLACE FUNCTION mart_base.drop_order_indexes()
-RETURNS void
-LANGUAGE plpgsql
-AS $fn$
-BEGIN
-    ALTER TABLE mart_base.sales_order DROP CONSTRAINT IF EXISTS sales_order_pkey;
-END
-$fn$;
-
-CREATE OR REPLACE FUNCTION mart_base.restore_order_indexes()
-RETURNS void
-LANGUAGE plpgsql
-AS $fn$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_constraint
-                   WHERE conrelid = 'mart_base.sales_order'::regclass AND contype = 'p') THEN
-        ALTER TABLE mart_base.sales_order ADD CONSTRAINT sales_order_pkey
-            PRIMARY KEY (customer_key, month, order_id);
-    END IF;
-END
-$fn$;
-
 -- The aggregates marked built, with statistics for the next sync's
 -- lookups by key.
 CREATE OR REPLACE FUNCTION mart_base.mark_built()
@@ -646,21 +630,8 @@ RETURNS void
 LANGUAGE plpgsql
 AS $fn$
 BEGIN
-    ANALYZE mart_base.sales_order, mart_base.customer_month, mart_base.sales_cell;
+    ANALYZE mart_base.customer_month, mart_base.sales_cell;
     UPDATE mart_base.state SET stale = false, built_at = now(), updated_at = now();
-END
-$fn$;
-
--- The end of a rebuild: sales_order indexed again, the customer aggregates
--- from it, the aggregates marked built.
-CREATE OR REPLACE FUNCTION mart_base.finish_build()
-RETURNS void
-LANGUAGE plpgsql
-AS $fn$
-BEGIN
-    PERFORM mart_base.restore_order_indexes();
-    PERFORM mart_base.recompute_customers();
-    PERFORM mart_base.mark_built();
 END
 $fn$;
 
@@ -678,17 +649,16 @@ AS $fn$
 BEGIN
     PERFORM mart_base.build_parts('dwh.fact_sales', 'mart_all');
     PERFORM mart_base.merge_additive('mart_all');
-    PERFORM mart_base.store_orders('mart_all');
+    PERFORM mart_base.recompute_customers('mart_all_orders');
     PERFORM mart_base.drop_temp('mart_all', 'mart_all_orders', 'mart_all_products',
                                 'mart_touched', 'mart_old');
-    PERFORM mart_base.finish_build();
+    PERFORM mart_base.mark_built();
 END
 $fn$;
 
 -- A backfill that computes the aggregates from its chunks starts here
--- (its first attempt): every aggregate emptied, sales_order
--- unindexed, all marked stale until finish_parts (a rebuild puts a stale
--- state right).
+-- (its first attempt): every aggregate emptied, all marked stale until
+-- finish_parts (a rebuild puts a stale state right).
 CREATE OR REPLACE FUNCTION mart_base.start_parts()
 RETURNS void
 LANGUAGE plpgsql
@@ -702,20 +672,17 @@ BEGIN
     LOOP
         EXECUTE format('TRUNCATE mart_base.%I', t);
     END LOOP;
-    PERFORM mart_base.drop_order_indexes();
     PERFORM mart_base.mark_stale();
 END
 $fn$;
 
--- The end of such a backfill. Every chunk wrote its sales_order rows (in
--- its own transaction); then, side by side with the fact indexes, each in
--- its own transaction and idempotent:
+-- The end of such a backfill. After its chunks, side by side with the
+-- fact indexes, each in its own transaction and idempotent:
 --   * start_additive, then salesdwh COPYs the additive sums it added up,
 --     then additive_written;
 --   * prepare_customers, then salesdwh COPYs the customer aggregates it
---     computed from the orders (src/marts.rs, from its own copy of the
+--     computed from the orders (src/marts.rs, from its own spill of the
 --     chunks' orders), then customers_written;
---   * orders_written: sales_order indexed and analyzed;
 -- and last, in the backfill's final transaction, finish_parts.
 CREATE OR REPLACE FUNCTION mart_base.prepare_customers()
 RETURNS void
@@ -742,16 +709,6 @@ BEGIN
     CREATE INDEX ix_customer_total_lifetime_value
         ON mart_base.customer_total (lifetime_value_cents DESC);
     ANALYZE mart_base.customer_month (customer_key, month);  -- as additive_written
-END
-$fn$;
-
-CREATE OR REPLACE FUNCTION mart_base.orders_written()
-RETURNS void
-LANGUAGE plpgsql
-AS $fn$
-BEGIN
-    PERFORM mart_base.restore_order_indexes();
-    ANALYZE mart_base.sales_order (customer_key, month, order_id);  -- as additive_written
 END
 $fn$;
 
@@ -871,12 +828,9 @@ BEGIN
 END
 $fn$;
 
--- The additive deltas salesdwh COPYed added (add_delta), and the
--- sales_order rows of the captured orders removed (their (customer, month,
--- order_id) before the change: `customers`, `months`, `order_ids`), for
--- salesdwh to COPY their new ones (after it COPYed mart_pairs).
-CREATE OR REPLACE FUNCTION mart_base.add_deltas(customers bigint[], months date[],
-                                               order_ids bigint[])
+-- The additive deltas salesdwh COPYed added (add_delta), after it
+-- COPYed mart_pairs.
+CREATE OR REPLACE FUNCTION mart_base.add_deltas()
 RETURNS void
 LANGUAGE plpgsql
 AS $fn$
@@ -886,10 +840,7 @@ BEGIN
     FOR spec IN SELECT * FROM mart_base.additive_specs() LOOP
         PERFORM mart_base.add_delta(spec.tbl, spec.keys, spec.measures);
     END LOOP;
-    DELETE FROM mart_base.sales_order s
-    USING unnest(customers, months, order_ids) AS o(customer_key, month, order_id)
-    WHERE s.customer_key = o.customer_key AND s.month = o.month AND s.order_id = o.order_id;
-    ANALYZE pg_temp.mart_pairs;  -- the pairs' orders are read by index
+    ANALYZE pg_temp.mart_pairs;  -- the pairs' months are read by index
 END
 $fn$;
 

@@ -99,13 +99,6 @@ pub async fn write_chunk(
     if out.payment_rows > 0 {
         copy_in(tx, &name(&FACT_PAYMENTS), &PAYMENT_COLUMNS, out.payments).await?;
     }
-    if let Some(share) = out.marts {
-        for (table, columns, data) in crate::marts::share_streams(share) {
-            if let Some(data) = data {
-                copy_in(tx, table, columns, data).await?;
-            }
-        }
-    }
     upsert_rejects(tx, oltp::ORDER_ITEMS.name, &out.item_rejects, run_id).await?;
     upsert_rejects(tx, oltp::PAYMENTS.name, &out.payment_rejects, run_id).await?;
     Ok(())

@@ -9,8 +9,7 @@
 //!    natural key, read the key maps back.
 //! 4. Facts: extract workers read order_id chunks → bounded channel →
 //!    loaders transform each chunk (blocking pool, polars) and write it in
-//!    one transaction with its rejects, its sales_order rows and its
-//!    completion mark; once it commits, its sums for the marts are added
+//!    one transaction with its rejects and its completion mark; once it commits, its sums for the marts are added
 //!    up in memory and its orders spilled to local files (`crate::spill`).
 //! 5. Rebuild the fact PK, indexes and FKs and, beside them, finish the
 //!    marts from the sums and the spill; set the watermarks to the first
@@ -435,13 +434,10 @@ async fn body(
     };
     let additive = async {
         if build_marts {
-            tracing::info!("writing the marts' sums, indexing their orders");
+            tracing::info!("writing the marts' sums");
             let mut conn = pool.get().await.map_err(LoadError::Pool)?;
             let sums = std::mem::take(&mut *sums.lock().unwrap_or_else(|e| e.into_inner()));
             crate::marts::write_additive(&mut conn, &sums)
-                .await
-                .map_err(PipelineError::Marts)?;
-            crate::marts::index_orders(&mut conn)
                 .await
                 .map_err(PipelineError::Marts)?;
         }

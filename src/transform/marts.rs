@@ -2,8 +2,9 @@
 //! `sql/postgres/03_views_marts.sql`), computed from its accepted fact rows
 //! while they are in memory, so the backfill does not read fact_sales back:
 //!
-//! - the `sales_order` row of each of its orders with valid sales (an order
-//!   lies whole in one chunk, so the row is final);
+//! - each of its orders with valid sales ([`SalesOrder`]; an order lies
+//!   whole in one chunk, so it is final), from which the customer
+//!   aggregates are computed after the load ([`CustomerBuilder`]);
 //! - its partial sums of the additive aggregates (`sales_cell`,
 //!   `manager_month`, `region_month`, `product_sales`), which the backfill
 //!   adds up in memory ([`AdditiveSums`]: bounded by the dimensions, at
@@ -23,17 +24,6 @@ use chrono::{Datelike, NaiveDate};
 use crate::load::copy::CopyBuf;
 use crate::quality::{NON_REVENUE_STATUSES, ORDER_STATUSES};
 
-/// `mart_base.sales_order` columns in COPY order.
-pub const ORDER_COLUMNS: [&str; 8] = [
-    "order_id",
-    "customer_key",
-    "month",
-    "date_key",
-    "spend_cents",
-    "completion_micros",
-    "category_keys",
-    "category_cents",
-];
 /// `mart_base.sales_cell` columns in COPY order.
 pub const CELL_COLUMNS: [&str; 8] = [
     "date_key",
@@ -92,9 +82,8 @@ pub struct SaleLines<'a> {
 /// One chunk's share (see the module doc).
 #[derive(Debug, Default)]
 pub struct MartShare {
-    /// The sales_order rows as a COPY stream (None: no row).
-    pub orders: Option<Bytes>,
-    /// The same orders, by order_id, for the customer aggregates.
+    /// Its orders with valid sales, by order_id, for the customer
+    /// aggregates.
     pub sales: Vec<(i64, SalesOrder)>,
     pub sums: AdditiveSums,
 }
@@ -287,6 +276,14 @@ fn month_days(date_key: i32) -> Option<i32> {
     days_of(date_key / 100 * 100 + 1)
 }
 
+/// A month (its first day, days since 1970) → the first and last date_key
+/// it can hold (YYYYMM01, YYYYMM31): what [`month_days`] maps to it.
+pub fn month_date_keys(month: i32) -> Option<(i32, i32)> {
+    let first = NaiveDate::from_num_days_from_ce_opt(month.checked_add(719_163)?)?;
+    let key = first.year() * 10_000 + first.month() as i32 * 100;
+    Some((key + 1, key + 31))
+}
+
 /// Whether a status code counts in revenue: every status but the
 /// non-revenue ones (as the SQL's `NOT IN`; -1 codes a status that is none
 /// of [`ORDER_STATUSES`], which fact rows never carry).
@@ -318,7 +315,6 @@ struct Parts {
 pub fn share(lines: &SaleLines<'_>) -> MartShare {
     let parts = parts(lines);
     MartShare {
-        orders: encode_orders(&parts.sales),
         sales: parts.sales,
         sums: parts.sums,
     }
@@ -350,9 +346,9 @@ fn encode_cell(b: &mut CopyBuf, (date_key, region, category): &(i32, i32, i32), 
 }
 
 /// What a sync's changed orders change in the aggregates: the additive
-/// ones as differences (new minus old; rows with no change left out), the
-/// orders' new sales_order rows, and the (customer, month) pairs whose
-/// customer aggregates need recomputing (those of the old and new rows).
+/// ones as differences (new minus old; rows with no change left out), and
+/// the (customer, month) pairs whose customer aggregates need recomputing
+/// (those of the old and new orders).
 #[derive(Debug, Default)]
 pub struct MartDelta {
     /// sales_cell, sales_month, manager_month, region_month, product_sales
@@ -360,8 +356,6 @@ pub struct MartDelta {
     /// [`MANAGER_COLUMNS`], [`REGION_COLUMNS`], [`PRODUCT_COLUMNS`] order
     /// (None: no change).
     pub additive: [Option<Bytes>; 5],
-    /// New sales_order rows ([`ORDER_COLUMNS`]).
-    pub orders: Option<Bytes>,
     /// (customer_key, month) pairs ([`PAIR_COLUMNS`]).
     pub pairs: Option<Bytes>,
     /// The orders with valid sales before and after, by order_id.
@@ -394,7 +388,6 @@ pub fn delta(old: &SaleLines<'_>, new: &SaleLines<'_>) -> MartDelta {
     }
     MartDelta {
         additive: sums.encode(),
-        orders: encode_orders(&new.sales),
         pairs: finished(p),
         old_sales: old.sales,
         new_sales: new.sales,
@@ -509,32 +502,11 @@ fn parts(lines: &SaleLines<'_>) -> Parts {
     Parts { sums, sales }
 }
 
-/// The `mart_base.sales_order` rows of `sales` ([`ORDER_COLUMNS`]) as a COPY
-/// stream (None: no row).
-fn encode_orders(sales: &[(i64, SalesOrder)]) -> Option<Bytes> {
-    let mut b = CopyBuf::with_capacity(sales.len() * 80 + 64);
-    let (mut keys, mut cents): (Vec<i32>, Vec<i64>) = (Vec::new(), Vec::new());
-    for (order_id, o) in sales {
-        b.row(ORDER_COLUMNS.len() as i16);
-        b.i64(*order_id);
-        b.i64(o.customer_key);
-        b.date(o.month);
-        b.i32(o.date_key);
-        b.i64(o.spend_cents);
-        match o.completion_micros {
-            Some(us) => b.i64(us),
-            None => b.null(),
-        }
-        keys.clear();
-        cents.clear();
-        for (k, c) in &o.categories {
-            keys.push(*k);
-            cents.push(*c);
-        }
-        b.i32_array(&keys);
-        b.i64_array(&cents);
-    }
-    finished(b)
+/// The orders with valid sales among `lines` (all the fact rows of each
+/// of their orders), by order_id: what sync recomputes a (customer, month)
+/// from.
+pub fn orders(lines: &SaleLines<'_>) -> Vec<(i64, SalesOrder)> {
+    parts(lines).sales
 }
 
 /// `mart_base.customer_month` columns in COPY order.
@@ -578,7 +550,7 @@ pub struct MonthRow {
     pub median_cents: Option<i64>,
 }
 
-/// One `mart_base.sales_order` row, as the customer aggregates read it.
+/// One order with valid sales, as the customer aggregates read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SalesOrder {
     pub customer_key: i64,
@@ -592,7 +564,7 @@ pub struct SalesOrder {
 }
 
 /// The customer aggregates (customer_month, customer_total,
-/// cohort_activity) from every sales_order row in (customer_key, month)
+/// cohort_activity) from every order with valid sales in (customer_key, month)
 /// order, one customer in memory at a time: the definitions of
 /// `mart_base.recompute_customers`, computed in Rust for a backfill.
 pub struct CustomerBuilder {
@@ -981,7 +953,7 @@ mod tests {
             (1, 20260105, 10, 1, cancelled, 1, 100, 10),
             (2, 20260105, 10, 1, returned, 1, 100, 10),
         ]);
-        assert!(share.orders.is_none());
+        assert!(share.sales.is_empty());
         assert_eq!(share.sums.rows(), [0, 0, 0, 0, 0]);
     }
 
@@ -997,7 +969,7 @@ mod tests {
         assert!(same.additive.iter().all(Option::is_none));
         assert_eq!(same.old_sales, same.new_sales);
         assert_eq!(same.old_sales.len(), 2);
-        assert!(same.pairs.is_some() && same.orders.is_some());
+        assert!(same.pairs.is_some());
         // Order 1 bought more, order 2 was cancelled.
         let after: [Line; 2] = [
             (1, 20260105, 10, 1, paid, 2, 150, 15),
@@ -1020,6 +992,22 @@ mod tests {
     }
 
     #[test]
+    fn a_month_spans_the_date_keys_that_map_to_it() {
+        for key in [20260101, 20260131, 20240229, 19991231, 20261201] {
+            let month = month_days(key).unwrap();
+            let (lo, hi) = month_date_keys(month).unwrap();
+            assert!(lo <= key && key <= hi, "{key}: {lo}..{hi}");
+            assert_eq!(month_days(lo), Some(month));
+            assert_eq!((lo % 100, hi - lo), (1, 30));
+        }
+        assert_eq!(
+            month_date_keys(month_days(20260215).unwrap()),
+            Some((20260201, 20260231))
+        );
+        assert_ne!(month_days(20260301), month_days(20260228));
+    }
+
+    #[test]
     fn statuses_outside_the_list_count_as_the_sql_counts_them() {
         assert_eq!(status_code("paid"), 1);
         assert_eq!(status_code("lost"), -1);
@@ -1030,12 +1018,13 @@ mod tests {
     #[test]
     fn one_row_per_order_and_cell() {
         let paid = 1;
-        let share = lines_share(&[
+        let rows = [
             (2, 20260105, 11, 1, paid, 2, 300, 30),
             (1, 20260105, 10, 1, paid, 1, 100, 10),
             (1, 20260105, 10, 1, paid, 3, 50, 5),
             (1, 20260105, 12, 2, paid, 1, 70, 7),
-        ]);
+        ];
+        let share = lines_share(&rows);
         // Two orders; cells (day, region 1, category 1) and (…, category 2);
         // one manager month, one region month; products 10, 11, 12.
         assert_eq!(share.sales.len(), 2);
@@ -1046,7 +1035,15 @@ mod tests {
         assert_eq!(twice.rows(), [2, 2, 1, 1, 3]);
         assert_eq!(twice.products[&10], [300, 8, 2]);
         assert_eq!(twice.cells[&(20260105, 1, 1)], [900, 90, 6, 12, 4]);
-        assert!(share.orders.is_some());
+        // The orders as the customer aggregates (and sync) read them.
+        let got = with_lines(&rows, orders);
+        assert_eq!(share.sales, got);
+        assert_eq!(
+            got.iter()
+                .map(|(id, o)| (*id, o.spend_cents, o.categories.clone()))
+                .collect::<Vec<_>>(),
+            [(1, 220, vec![(1, 150), (2, 70)]), (2, 300, vec![(1, 300)])]
+        );
     }
 
     #[test]

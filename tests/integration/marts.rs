@@ -747,3 +747,43 @@ async fn captured_changes_update_the_marts_as_a_rebuild_would() {
     );
     assert_eq!(aggregates(&pg).await, before);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_category_rename_flips_the_ties_it_decides_as_a_rebuild_would() {
+    let (_dbs, pg) = hand_built_warehouse().await;
+    let bob = "SELECT r.top_category, m.favorite_category
+               FROM mart.customer_report r JOIN mart.customer_metrics m USING (customer_id)
+               WHERE customer_id = 1002 AND r.month = '2024-01-01'";
+    // Bob's only valid order ties Audio and Phones at 500.00: the lower
+    // name wins, in his month and over his lifetime.
+    assert_eq!(rows(&pg, bob).await, ["Audio|Audio"]);
+    pg.batch_execute("BEGIN").await.unwrap();
+    // A sync that renames Audio and changes one of Eve's orders (a pair
+    // recomputed from its fact rows: its completion moves).
+    marts::capture(&pg, &[10]).await.unwrap();
+    pg.batch_execute(
+        "UPDATE dwh.dim_category SET name = 'Sound' WHERE category_key = 3;
+         UPDATE dwh.fact_sales SET completed_at = ordered_at + interval '12 hours' WHERE order_id = 10;",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        marts::apply_changes(&pg, true).await.unwrap(),
+        marts::Upkeep::Updated
+    );
+    assert_eq!(rows(&pg, bob).await, ["Phones|Phones"]);
+    // Eve's April: O10 now done in 12 h, O11 in 36 h: median 24 h.
+    assert_eq!(
+        rows(
+            &pg,
+            "SELECT median_hours_to_completion FROM mart.customer_report
+             WHERE customer_id = 1005 AND month = '2024-04-01'"
+        )
+        .await,
+        ["24.00"]
+    );
+    let updated = aggregates(&pg).await;
+    marts::rebuild(&pg).await.unwrap();
+    assert_eq!(updated, aggregates(&pg).await);
+    pg.batch_execute("COMMIT").await.unwrap();
+}
