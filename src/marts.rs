@@ -216,7 +216,7 @@ async fn write_additive_in(
     .await?;
     let write = "write the sums of";
     let [cells, small @ ..] = ADDITIVE;
-    crate::load::copy_pieces(
+    crate::load::copy_pieces_frozen(
         tx,
         &format!("mart_base.{}", cells.0),
         cells.1,
@@ -229,7 +229,7 @@ async fn write_additive_in(
     })?;
     for ((table, columns), data) in small.iter().zip(sums.encode_small()) {
         if let Some(data) = data {
-            copy_stream(tx, &format!("mart_base.{table}"), columns, data, write).await?;
+            copy_frozen(tx, &format!("mart_base.{table}"), columns, data, write).await?;
         }
     }
     call(
@@ -316,7 +316,7 @@ async fn build_customers_in(
         .zip(&mut counts)
         {
             let Some(data) = data else { continue };
-            *n += copy_stream(tx, table, columns, data, "write the customers of").await?;
+            *n += copy_frozen(tx, table, columns, data, "write the customers of").await?;
         }
     }
     tracing::debug!(
@@ -373,6 +373,22 @@ async fn copy_stream<C: GenericClient + Sync>(
     what: &'static str,
 ) -> Result<u64, MartsError> {
     crate::load::copy_bytes(client, table, columns, data)
+        .await
+        .map_err(|source| MartsError::Db { what, source })
+}
+
+/// [`copy_stream`] into a table the transaction emptied (a backfill's
+/// `start_additive`, `prepare_customers`): frozen, so that reading the new
+/// rows (its index builds, its `ANALYZE`, the first analysts' queries) does
+/// not dirty and write every page again (`crate::load::copy_pieces_frozen`).
+async fn copy_frozen<C: GenericClient + Sync>(
+    client: &C,
+    table: &str,
+    columns: &[&str],
+    data: Bytes,
+    what: &'static str,
+) -> Result<u64, MartsError> {
+    crate::load::copy_pieces_frozen(client, table, columns, std::iter::once(data))
         .await
         .map_err(|source| MartsError::Db { what, source })
 }

@@ -69,11 +69,38 @@ pub async fn copy_pieces<C: tokio_postgres::GenericClient>(
     columns: &[&str],
     pieces: impl IntoIterator<Item = Bytes>,
 ) -> Result<u64, tokio_postgres::Error> {
-    let sql = format!(
-        "COPY {table_sql} ({}) FROM STDIN (FORMAT binary)",
-        ident_list(Dialect::Postgres, columns)
-    );
-    let sink = client.client().copy_in(&sql).await?;
+    copy_with(client, &copy_sql(table_sql, columns, false), pieces).await
+}
+
+/// [`copy_pieces`] with `FREEZE`: the rows go in frozen and their pages
+/// all-visible, so the first reads after the load (an index build, an
+/// `ANALYZE`, an analyst's query) do not dirty and write every page again
+/// to set hint bits. Only into a table created or truncated in the
+/// client's current transaction: PostgreSQL refuses it otherwise.
+pub async fn copy_pieces_frozen<C: tokio_postgres::GenericClient>(
+    client: &C,
+    table_sql: &str,
+    columns: &[&str],
+    pieces: impl IntoIterator<Item = Bytes>,
+) -> Result<u64, tokio_postgres::Error> {
+    copy_with(client, &copy_sql(table_sql, columns, true), pieces).await
+}
+
+/// `COPY <table> (<columns>) FROM STDIN (FORMAT binary[, FREEZE])`.
+fn copy_sql(table_sql: &str, columns: &[&str], freeze: bool) -> String {
+    format!(
+        "COPY {table_sql} ({}) FROM STDIN (FORMAT binary{})",
+        ident_list(Dialect::Postgres, columns),
+        if freeze { ", FREEZE" } else { "" }
+    )
+}
+
+async fn copy_with<C: tokio_postgres::GenericClient>(
+    client: &C,
+    sql: &str,
+    pieces: impl IntoIterator<Item = Bytes>,
+) -> Result<u64, tokio_postgres::Error> {
+    let sink = client.client().copy_in(sql).await?;
     futures::pin_mut!(sink);
     for piece in pieces {
         send(sink.as_mut(), piece).await?;
@@ -120,12 +147,8 @@ pub async fn copy_sink(
     table_sql: &str,
     columns: &[&str],
 ) -> Result<tokio_postgres::CopyInSink<Bytes>, LoadError> {
-    let sql = format!(
-        "COPY {table_sql} ({}) FROM STDIN (FORMAT binary)",
-        ident_list(Dialect::Postgres, columns)
-    );
     client
-        .copy_in(&sql)
+        .copy_in(&copy_sql(table_sql, columns, false))
         .await
         .map_err(LoadError::pg(format!("copying into {table_sql}")))
 }

@@ -354,6 +354,24 @@ async fn every_row_matches_spec_to_the_cent() {
     // the loaded fact rows, and sales_cell is indexed again (sync upserts
     // on its key).
     let mut pg = pg;
+    // Written frozen: every page all-visible already (as their ANALYZE
+    // counted), so the first reads need not dirty and write them again.
+    let visible: Vec<(String, i32, i32)> = pg
+        .query(
+            "SELECT relname::text, relpages, relallvisible FROM pg_class \
+             WHERE oid IN ('mart_base.sales_cell'::regclass, 'mart_base.customer_month'::regclass) \
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(visible.len(), 2);
+    for (table, pages, all_visible) in &visible {
+        assert!(*pages > 0 && all_visible == pages, "{table}: {visible:?}");
+    }
     assert_marts_match_rebuild(&mut pg, "backfill").await;
     let keyed: i64 = pg
         .query_one(
