@@ -199,14 +199,24 @@ async fn in_transaction<T>(
 pub async fn write_additive(
     client: &mut tokio_postgres::Client,
     sums: &tm::AdditiveSums,
+    spilled: &crate::spill::SpilledOrders,
 ) -> Result<(), MartsError> {
-    in_transaction(client, async |tx| write_additive_in(tx, sums).await).await
+    in_transaction(client, async |tx| {
+        write_additive_in(tx, sums, spilled).await
+    })
+    .await
 }
 
 async fn write_additive_in(
     tx: &tokio_postgres::Transaction<'_>,
     sums: &tm::AdditiveSums,
+    spilled: &crate::spill::SpilledOrders,
 ) -> Result<(), MartsError> {
+    let spill_failed = |source| MartsError::Spill {
+        what: "read",
+        dir: spilled.dir().display().to_string(),
+        source,
+    };
     call(
         tx,
         "prepare the sums of",
@@ -216,18 +226,37 @@ async fn write_additive_in(
     .await?;
     let write = "write the sums of";
     let [cells, small @ ..] = ADDITIVE;
+    // The chunks' cells from the spill, merged: once for their months,
+    // once more as they are COPYed (an I/O error ends a pass, then fails).
+    let mut failed = None;
+    let months = tm::months_of(
+        spilled
+            .cells()
+            .map_err(spill_failed)?
+            .map_while(|r| r.map_err(|e| failed = Some(e)).ok()),
+    );
+    if let Some(e) = failed.take() {
+        return Err(spill_failed(e));
+    }
+    let merged = spilled.cells().map_err(spill_failed)?;
     crate::load::copy_pieces_frozen(
         tx,
         &format!("mart_base.{}", cells.0),
         cells.1,
-        sums.cell_pieces(20_000),
+        tm::cell_pieces(
+            merged.map_while(|r| r.map_err(|e| failed = Some(e)).ok()),
+            20_000,
+        ),
     )
     .await
     .map_err(|source| MartsError::Db {
         what: write,
         source,
     })?;
-    for ((table, columns), data) in small.iter().zip(sums.encode_small()) {
+    if let Some(e) = failed.take() {
+        return Err(spill_failed(e));
+    }
+    for ((table, columns), data) in small.iter().zip(sums.encode_small_with(&months)) {
         if let Some(data) = data {
             copy_frozen(tx, &format!("mart_base.{table}"), columns, data, write).await?;
         }

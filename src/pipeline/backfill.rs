@@ -433,11 +433,11 @@ async fn body(
         None => None,
     };
     let additive = async {
-        if build_marts {
+        if let Some(spilled) = &spilled {
             tracing::info!("writing the marts' sums");
             let mut conn = pool.get().await.map_err(LoadError::Pool)?;
             let sums = std::mem::take(&mut *sums.lock().unwrap_or_else(|e| e.into_inner()));
-            crate::marts::write_additive(&mut conn, &sums)
+            crate::marts::write_additive(&mut conn, &sums, spilled)
                 .await
                 .map_err(PipelineError::Marts)?;
         }
@@ -760,23 +760,26 @@ async fn load_facts_parallel(
                 tx.commit()
                     .await
                     .map_err(LoadError::pg(format!("committing orders {lo}..={hi}")))?;
-                // Only committed chunks count.
-                if let Some(chunk_sums) = chunk_sums {
-                    sums.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .add(&chunk_sums);
-                }
-                if let (Some(sales), Some(spill)) = (
+                // Only committed chunks count: their cells and orders go to
+                // the spill, the other (small) sums are added up here.
+                if let (Some(mut chunk_sums), Some(sales), Some(spill)) = (
+                    chunk_sums,
                     chunk_sales,
                     spill.lock().unwrap_or_else(|e| e.into_inner()).as_mut(),
                 ) {
-                    spill.add(&sales).map_err(|source| {
-                        PipelineError::Marts(crate::marts::MartsError::Spill {
-                            what: "write",
-                            dir: spill.dir().display().to_string(),
-                            source,
-                        })
-                    })?;
+                    spill
+                        .add_cells(&chunk_sums.take_cells())
+                        .and_then(|()| spill.add(&sales))
+                        .map_err(|source| {
+                            PipelineError::Marts(crate::marts::MartsError::Spill {
+                                what: "write",
+                                dir: spill.dir().display().to_string(),
+                                source,
+                            })
+                        })?;
+                    sums.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .add(&chunk_sums);
                 }
                 tracing::debug!(
                     lo,

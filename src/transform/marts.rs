@@ -98,7 +98,7 @@ pub struct AdditiveSums {
     /// A B-tree: hundreds of thousands of cells take about 60 bytes each
     /// and grow node by node (a hash map's capacity doubles, and while it
     /// does the old and the new table are both held).
-    cells: BTreeMap<(i32, i32, i32), Sums>,
+    cells: BTreeMap<CellKey, Sums>,
     managers: HashMap<(i32, i32), Sums>,
     regions: HashMap<(i32, i32), [i64; 2]>,
     products: HashMap<i64, [i64; 3]>,
@@ -154,48 +154,27 @@ impl AdditiveSums {
         ]
     }
 
-    /// sales_month: the cells' days added up. Summing differences gives the
-    /// difference of the sums, so a sync's delta folds the same way; a
-    /// month whose days' differences cancel out is left out.
-    fn months(&self) -> BTreeMap<(i32, i32, i32), Sums> {
-        let mut months: BTreeMap<(i32, i32, i32), Sums> = BTreeMap::new();
-        for ((date_key, region, category), sums) in &self.cells {
-            // Cells only hold days that are dates (`parts` skips the rest).
-            let Some(month) = month_days(*date_key) else {
-                continue;
-            };
-            add(months.entry((month, *region, *category)).or_default(), sums);
-        }
-        months.retain(|_, v| v.iter().any(|x| *x != 0));
-        months
+    /// Takes the day × region × category cells out (a backfill spills each
+    /// chunk's: `crate::spill`).
+    pub fn take_cells(&mut self) -> BTreeMap<CellKey, Sums> {
+        std::mem::take(&mut self.cells)
     }
 
-    /// sales_cell as a COPY stream in pieces of at most `rows` rows (the
-    /// first starts with the header, the last ends with the trailer), so a
-    /// backfill's hundreds of thousands of cells need no buffer of them all.
-    pub fn cell_pieces(&self, rows: usize) -> impl Iterator<Item = Bytes> + '_ {
-        let mut cells = self.cells.iter();
-        let mut buf = Some(CopyBuf::new());
-        std::iter::from_fn(move || {
-            let mut b = buf.take()?;
-            for _ in 0..rows.max(1) {
-                let Some((key, sums)) = cells.next() else {
-                    return Some(b.finish());
-                };
-                encode_cell(&mut b, key, sums);
-            }
-            let piece = b.take();
-            buf = Some(b);
-            Some(piece)
-        })
+    fn months(&self) -> BTreeMap<CellKey, Sums> {
+        months_of(self.cells.iter().map(|(k, v)| (*k, *v)))
     }
 
     /// COPY streams of sales_month, manager_month, region_month and
     /// product_sales.
     pub fn encode_small(&self) -> [Option<Bytes>; 4] {
-        let month_rows = self.months();
+        self.encode_small_with(&self.months())
+    }
+
+    /// [`Self::encode_small`] with sales_month's rows given ([`months_of`]
+    /// cells kept elsewhere).
+    pub fn encode_small_with(&self, month_rows: &BTreeMap<CellKey, Sums>) -> [Option<Bytes>; 4] {
         let mut months = CopyBuf::with_capacity(month_rows.len() * 70 + 64);
-        for ((month, region, category), sums) in &month_rows {
+        for ((month, region, category), sums) in month_rows {
             months.row(MONTH_COLUMNS.len() as i16);
             months.date(*month);
             months.i32(*region);
@@ -251,7 +230,50 @@ impl AdditiveSums {
 }
 
 /// revenue, margin, items, units, orders.
-type Sums = [i64; 5];
+pub type Sums = [i64; 5];
+
+/// A sales_cell's key: (date_key, region_key, category_key).
+pub type CellKey = (i32, i32, i32);
+
+/// sales_month: the cells' days added up (keys (month as days since 1970,
+/// region, category)). Summing differences gives the difference of the
+/// sums, so a sync's delta folds the same way; a month whose days'
+/// differences cancel out is left out.
+pub fn months_of(cells: impl IntoIterator<Item = (CellKey, Sums)>) -> BTreeMap<CellKey, Sums> {
+    let mut months: BTreeMap<CellKey, Sums> = BTreeMap::new();
+    for ((date_key, region, category), sums) in cells {
+        // Cells only hold days that are dates (`parts` skips the rest).
+        let Some(month) = month_days(date_key) else {
+            continue;
+        };
+        add(months.entry((month, region, category)).or_default(), &sums);
+    }
+    months.retain(|_, v| v.iter().any(|x| *x != 0));
+    months
+}
+
+/// sales_cell as a COPY stream in pieces of at most `rows` rows (the first
+/// starts with the header, the last ends with the trailer), so a
+/// backfill's hundreds of thousands of cells need no buffer of them all.
+pub fn cell_pieces(
+    cells: impl IntoIterator<Item = (CellKey, Sums)>,
+    rows: usize,
+) -> impl Iterator<Item = Bytes> {
+    let mut cells = cells.into_iter();
+    let mut buf = Some(CopyBuf::new());
+    std::iter::from_fn(move || {
+        let mut b = buf.take()?;
+        for _ in 0..rows.max(1) {
+            let Some((key, sums)) = cells.next() else {
+                return Some(b.finish());
+            };
+            encode_cell(&mut b, &key, &sums);
+        }
+        let piece = b.take();
+        buf = Some(b);
+        Some(piece)
+    })
+}
 
 fn add(to: &mut Sums, from: &Sums) {
     for (a, b) in to.iter_mut().zip(from) {
