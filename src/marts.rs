@@ -10,7 +10,8 @@
 //!
 //! - `init` [`ensure_built`]s them (new, stale or of an older definition);
 //! - `backfill` builds them from its chunks: each committed chunk adds its
-//!   sums up in memory and spills its orders ([`crate::spill`]); after the
+//!   small sums up in memory and spills its cells and orders
+//!   ([`crate::spill`]); after the
 //!   load [`write_additive`] and [`build_customers`] (each in a transaction
 //!   of its own, idempotent) write them, and [`finish_parts`] marks them
 //!   built in the final transaction. A resumed backfill [`rebuild`]s them

@@ -33,8 +33,9 @@
 --     fact_sales, inside its own transaction, so readers never wait and
 --     never see half a run:
 --       - backfill computes them while its chunks pass (salesdwh, in Rust:
---         src/transform/marts.rs): each chunk adds its sums of the additive
---         aggregates up in memory and spills its orders to a local file;
+--         src/transform/marts.rs): each chunk's sums of the additive
+--         aggregates are added up (its day x region x category cells
+--         through local files) and its orders spilled to local files;
 --         after the load salesdwh writes those sums
 --         (start_additive/additive_written) and the customer aggregates it
 --         computes from the spilled orders
@@ -472,7 +473,7 @@ END
 $fn$;
 
 -- The additive aggregates emptied for a backfill to COPY the sums it
--- added up in memory; sales_cell unindexed until additive_written (one
+-- added up; sales_cell unindexed until additive_written (one
 -- sorted pass indexes hundreds of thousands of keys in half the time of
 -- inserting them into the index). Idempotent.
 CREATE OR REPLACE FUNCTION mart_base.start_additive()

@@ -9,8 +9,10 @@
 //!    natural key, read the key maps back.
 //! 4. Facts: extract workers read order_id chunks → bounded channel →
 //!    loaders transform each chunk (blocking pool, polars) and write it in
-//!    one transaction with its rejects and its completion mark; once it commits, its sums for the marts are added
-//!    up in memory and its orders spilled to local files (`crate::spill`).
+//!    one transaction with its rejects and its completion mark; once it
+//!    commits, its small sums for the marts are added up in memory, and its
+//!    day × region × category cells and its orders are spilled to local
+//!    files (`crate::spill`).
 //! 5. Rebuild the fact PK, indexes and FKs and, beside them, finish the
 //!    marts from the sums and the spill; set the watermarks to the first
 //!    attempt's snapshot point, forget the backfill and mark the marts

@@ -6,9 +6,10 @@
 //!   whole in one chunk, so it is final), from which the customer
 //!   aggregates are computed after the load ([`CustomerBuilder`]);
 //! - its partial sums of the additive aggregates (`sales_cell`,
-//!   `manager_month`, `region_month`, `product_sales`), which the backfill
-//!   adds up in memory ([`AdditiveSums`]: bounded by the dimensions, at
-//!   most days × regions × categories cells however large the history).
+//!   `manager_month`, `region_month`, `product_sales`, [`AdditiveSums`]),
+//!   which the backfill adds up: the cells by spilling each chunk's as a
+//!   sorted run and merging them at the end (`crate::spill`), the rest,
+//!   small, in memory.
 //!
 //! Sync uses the same definitions for its changed orders: [`delta`] is
 //! their share after minus their share before.
@@ -89,10 +90,10 @@ pub struct MartShare {
 }
 
 /// Sums of sales_cell (day, region, category), manager_month (employee,
-/// month), region_month (month, region) and product_sales (product): added
-/// up over the chunks in memory; sales_month (month, region, category) is
-/// sales_cell's days added up when encoded. Bounded by the dimensions, not
-/// the facts: sales_cell has at most days × regions × categories rows.
+/// month), region_month (month, region) and product_sales (product);
+/// sales_month (month, region, category) is sales_cell's days added up
+/// when encoded ([`months_of`]). Bounded by the dimensions, not the facts:
+/// sales_cell has at most days × regions × categories rows.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct AdditiveSums {
     /// A B-tree: hundreds of thousands of cells take about 60 bytes each
