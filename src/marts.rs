@@ -227,25 +227,20 @@ async fn write_additive_in(
     .await?;
     let write = "write the sums of";
     let [cells, small @ ..] = ADDITIVE;
-    // The chunks' cells from the spill, merged: once for their months,
-    // once more as they are COPYed (an I/O error ends a pass, then fails).
+    // The chunks' cells from the spill, merged as they are COPYed, their
+    // months added up on the way (an I/O error ends the stream, then fails
+    // the transaction).
     let mut failed = None;
-    let months = tm::months_of(
-        spilled
-            .cells()
-            .map_err(spill_failed)?
-            .map_while(|r| r.map_err(|e| failed = Some(e)).ok()),
-    );
-    if let Some(e) = failed.take() {
-        return Err(spill_failed(e));
-    }
+    let mut months = std::collections::BTreeMap::new();
     let merged = spilled.cells().map_err(spill_failed)?;
     crate::load::copy_pieces_frozen(
         tx,
         &format!("mart_base.{}", cells.0),
         cells.1,
         tm::cell_pieces(
-            merged.map_while(|r| r.map_err(|e| failed = Some(e)).ok()),
+            merged
+                .map_while(|r| r.map_err(|e| failed = Some(e)).ok())
+                .inspect(|(key, sums)| tm::add_to_months(&mut months, key, sums)),
             20_000,
         ),
     )
@@ -257,6 +252,7 @@ async fn write_additive_in(
     if let Some(e) = failed.take() {
         return Err(spill_failed(e));
     }
+    months.retain(|_, v: &mut tm::Sums| v.iter().any(|x| *x != 0));
     for ((table, columns), data) in small.iter().zip(sums.encode_small_with(&months)) {
         if let Some(data) = data {
             copy_frozen(tx, &format!("mart_base.{table}"), columns, data, write).await?;

@@ -242,15 +242,24 @@ pub type CellKey = (i32, i32, i32);
 /// differences cancel out is left out.
 pub fn months_of(cells: impl IntoIterator<Item = (CellKey, Sums)>) -> BTreeMap<CellKey, Sums> {
     let mut months: BTreeMap<CellKey, Sums> = BTreeMap::new();
-    for ((date_key, region, category), sums) in cells {
-        // Cells only hold days that are dates (`parts` skips the rest).
-        let Some(month) = month_days(date_key) else {
-            continue;
-        };
-        add(months.entry((month, region, category)).or_default(), &sums);
+    for (key, sums) in cells {
+        add_to_months(&mut months, &key, &sums);
     }
     months.retain(|_, v| v.iter().any(|x| *x != 0));
     months
+}
+
+/// One cell's share of [`months_of`] (which then leaves out the months
+/// whose sums are all zero).
+pub fn add_to_months(
+    months: &mut BTreeMap<CellKey, Sums>,
+    &(date_key, region, category): &CellKey,
+    sums: &Sums,
+) {
+    // Cells only hold days that are dates (`parts` skips the rest).
+    if let Some(month) = month_days(date_key) {
+        add(months.entry((month, region, category)).or_default(), sums);
+    }
 }
 
 /// sales_cell as a COPY stream in pieces of at most `rows` rows (the first
