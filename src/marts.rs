@@ -36,6 +36,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use bytes::Bytes;
 use tokio_postgres::GenericClient;
 
+use crate::load::Rows;
 use crate::transform::marts as tm;
 
 /// The marts DDL: idempotent, applied by `init` after `01_dwh_schema.sql`.
@@ -233,10 +234,11 @@ async fn write_additive_in(
     let mut failed = None;
     let mut months = std::collections::BTreeMap::new();
     let merged = spilled.cells().map_err(spill_failed)?;
-    crate::load::copy_pieces_frozen(
+    crate::load::copy_pieces(
         tx,
         &format!("mart_base.{}", cells.0),
         cells.1,
+        Rows::Frozen,
         tm::cell_pieces(
             merged
                 .map_while(|r| r.map_err(|e| failed = Some(e)).ok())
@@ -255,7 +257,8 @@ async fn write_additive_in(
     months.retain(|_, v: &mut tm::Sums| v.iter().any(|x| *x != 0));
     for ((table, columns), data) in small.iter().zip(sums.encode_small_with(&months)) {
         if let Some(data) = data {
-            copy_frozen(tx, &format!("mart_base.{table}"), columns, data, write).await?;
+            let table = format!("mart_base.{table}");
+            copy_rows(tx, &table, columns, Rows::Frozen, data, write).await?;
         }
     }
     call(
@@ -342,7 +345,15 @@ async fn build_customers_in(
         .zip(&mut counts)
         {
             let Some(data) = data else { continue };
-            *n += copy_frozen(tx, table, columns, data, "write the customers of").await?;
+            *n += copy_rows(
+                tx,
+                table,
+                columns,
+                Rows::Frozen,
+                data,
+                "write the customers of",
+            )
+            .await?;
         }
     }
     tracing::debug!(
@@ -398,23 +409,20 @@ async fn copy_stream<C: GenericClient + Sync>(
     data: Bytes,
     what: &'static str,
 ) -> Result<u64, MartsError> {
-    crate::load::copy_bytes(client, table, columns, data)
-        .await
-        .map_err(|source| MartsError::Db { what, source })
+    copy_rows(client, table, columns, Rows::Plain, data, what).await
 }
 
-/// [`copy_stream`] into a table the transaction emptied (a backfill's
-/// `start_additive`, `prepare_customers`): frozen, so that reading the new
-/// rows (its index builds, its `ANALYZE`, the first analysts' queries) does
-/// not dirty and write every page again (`crate::load::copy_pieces_frozen`).
-async fn copy_frozen<C: GenericClient + Sync>(
+/// [`copy_stream`] with its [`Rows`]: frozen into a table the transaction
+/// emptied (a backfill's `start_additive`, `prepare_customers`).
+async fn copy_rows<C: GenericClient + Sync>(
     client: &C,
     table: &str,
     columns: &[&str],
+    rows: Rows,
     data: Bytes,
     what: &'static str,
 ) -> Result<u64, MartsError> {
-    crate::load::copy_pieces_frozen(client, table, columns, std::iter::once(data))
+    crate::load::copy_pieces(client, table, columns, rows, std::iter::once(data))
         .await
         .map_err(|source| MartsError::Db { what, source })
 }

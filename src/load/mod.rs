@@ -57,7 +57,26 @@ pub async fn copy_bytes<C: tokio_postgres::GenericClient>(
     columns: &[&str],
     data: Bytes,
 ) -> Result<u64, tokio_postgres::Error> {
-    copy_pieces(client, table_sql, columns, std::iter::once(data)).await
+    copy_pieces(
+        client,
+        table_sql,
+        columns,
+        Rows::Plain,
+        std::iter::once(data),
+    )
+    .await
+}
+
+/// How COPY writes its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rows {
+    Plain,
+    /// `FREEZE`: the rows go in frozen and their pages all-visible, so the
+    /// first reads after the load (an index build, an `ANALYZE`, an
+    /// analyst's query) do not dirty and write every page again to set
+    /// hint bits. Only into a table created or truncated in the client's
+    /// current transaction: PostgreSQL refuses it otherwise.
+    Frozen,
 }
 
 /// [`copy_bytes`] of a stream made in pieces (the first starting with the
@@ -67,40 +86,13 @@ pub async fn copy_pieces<C: tokio_postgres::GenericClient>(
     client: &C,
     table_sql: &str,
     columns: &[&str],
+    rows: Rows,
     pieces: impl IntoIterator<Item = Bytes>,
 ) -> Result<u64, tokio_postgres::Error> {
-    copy_with(client, &copy_sql(table_sql, columns, false), pieces).await
-}
-
-/// [`copy_pieces`] with `FREEZE`: the rows go in frozen and their pages
-/// all-visible, so the first reads after the load (an index build, an
-/// `ANALYZE`, an analyst's query) do not dirty and write every page again
-/// to set hint bits. Only into a table created or truncated in the
-/// client's current transaction: PostgreSQL refuses it otherwise.
-pub async fn copy_pieces_frozen<C: tokio_postgres::GenericClient>(
-    client: &C,
-    table_sql: &str,
-    columns: &[&str],
-    pieces: impl IntoIterator<Item = Bytes>,
-) -> Result<u64, tokio_postgres::Error> {
-    copy_with(client, &copy_sql(table_sql, columns, true), pieces).await
-}
-
-/// `COPY <table> (<columns>) FROM STDIN (FORMAT binary[, FREEZE])`.
-fn copy_sql(table_sql: &str, columns: &[&str], freeze: bool) -> String {
-    format!(
-        "COPY {table_sql} ({}) FROM STDIN (FORMAT binary{})",
-        ident_list(Dialect::Postgres, columns),
-        if freeze { ", FREEZE" } else { "" }
-    )
-}
-
-async fn copy_with<C: tokio_postgres::GenericClient>(
-    client: &C,
-    sql: &str,
-    pieces: impl IntoIterator<Item = Bytes>,
-) -> Result<u64, tokio_postgres::Error> {
-    let sink = client.client().copy_in(sql).await?;
+    let sink = client
+        .client()
+        .copy_in(&copy_sql(table_sql, columns, rows))
+        .await?;
     futures::pin_mut!(sink);
     for piece in pieces {
         send(sink.as_mut(), piece).await?;
@@ -134,6 +126,15 @@ fn messages(mut data: Bytes) -> impl Iterator<Item = Bytes> {
 /// Splitting a `Bytes` copies nothing.
 const MESSAGE_BYTES: usize = 256 * 1024;
 
+/// `COPY <table> (<columns>) FROM STDIN (FORMAT binary[, FREEZE])`.
+fn copy_sql(table_sql: &str, columns: &[&str], rows: Rows) -> String {
+    format!(
+        "COPY {table_sql} ({}) FROM STDIN (FORMAT binary{})",
+        ident_list(Dialect::Postgres, columns),
+        if rows == Rows::Frozen { ", FREEZE" } else { "" }
+    )
+}
+
 /// A warehouse table, schema-qualified.
 pub fn qualified(table: &Table) -> String {
     DWH.qualified(table.name)
@@ -148,7 +149,7 @@ pub async fn copy_sink(
     columns: &[&str],
 ) -> Result<tokio_postgres::CopyInSink<Bytes>, LoadError> {
     client
-        .copy_in(&copy_sql(table_sql, columns, false))
+        .copy_in(&copy_sql(table_sql, columns, Rows::Plain))
         .await
         .map_err(LoadError::pg(format!("copying into {table_sql}")))
 }
