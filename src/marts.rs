@@ -254,7 +254,7 @@ async fn write_additive_in(
     if let Some(e) = failed.take() {
         return Err(spill_failed(e));
     }
-    months.retain(|_, v: &mut tm::Sums| v.iter().any(|x| *x != 0));
+    tm::drop_empty_months(&mut months);
     for ((table, columns), data) in small.iter().zip(sums.encode_small_with(&months)) {
         if let Some(data) = data {
             let table = format!("mart_base.{table}");
@@ -770,7 +770,8 @@ async fn recompute_pairs<C: GenericClient + Sync>(
     let mut orders: BTreeMap<Pair, Vec<tm::SalesOrder>> = BTreeMap::new();
     if !slow.is_empty() {
         let mut customers = Vec::with_capacity(slow.len());
-        let (mut first, mut last) = (Vec::with_capacity(slow.len()), Vec::new());
+        let mut first = Vec::with_capacity(slow.len());
+        let mut last = Vec::with_capacity(slow.len());
         for (customer, month) in &slow {
             let Some((lo, hi)) = tm::month_date_keys(*month) else {
                 continue;

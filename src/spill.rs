@@ -37,7 +37,6 @@ pub struct OrderSpill {
     cells: BufWriter<File>,
     /// Each run of cells: (its first byte in the cells file, its cells).
     runs: Vec<(u64, u64)>,
-    cell_bytes: u64,
 }
 
 /// Orders written, read back a bucket at a time.
@@ -126,7 +125,6 @@ impl OrderSpill {
             files,
             cells,
             runs: Vec::new(),
-            cell_bytes: 0,
         })
     }
 
@@ -160,7 +158,11 @@ impl OrderSpill {
             return Ok(());
         }
         let n = cells.len() as u64;
-        self.runs.push((self.cell_bytes, n));
+        let start = self
+            .runs
+            .last()
+            .map_or(0, |&(at, len)| at + len * CELL_BYTES as u64);
+        self.runs.push((start, n));
         for ((date_key, region, category), sums) in cells {
             for k in [date_key, region, category] {
                 self.cells.write_all(&k.to_le_bytes())?;
@@ -169,7 +171,6 @@ impl OrderSpill {
                 self.cells.write_all(&v.to_le_bytes())?;
             }
         }
-        self.cell_bytes += n * CELL_BYTES as u64;
         Ok(())
     }
 

@@ -96,9 +96,8 @@ pub struct MartShare {
 /// sales_cell has at most days × regions × categories rows.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct AdditiveSums {
-    /// A B-tree: hundreds of thousands of cells take about 60 bytes each
-    /// and grow node by node (a hash map's capacity doubles, and while it
-    /// does the old and the new table are both held).
+    /// In key order, as the backfill spills them (one chunk's) and the COPY
+    /// streams want them (a sync's differences).
     cells: BTreeMap<CellKey, Sums>,
     managers: HashMap<(i32, i32), Sums>,
     regions: HashMap<(i32, i32), [i64; 2]>,
@@ -245,12 +244,16 @@ pub fn months_of(cells: impl IntoIterator<Item = (CellKey, Sums)>) -> BTreeMap<C
     for (key, sums) in cells {
         add_to_months(&mut months, &key, &sums);
     }
-    months.retain(|_, v| v.iter().any(|x| *x != 0));
+    drop_empty_months(&mut months);
     months
 }
 
-/// One cell's share of [`months_of`] (which then leaves out the months
-/// whose sums are all zero).
+/// Leaves out the months whose sums are all zero (see [`months_of`]).
+pub fn drop_empty_months(months: &mut BTreeMap<CellKey, Sums>) {
+    months.retain(|_, v| v.iter().any(|x| *x != 0));
+}
+
+/// One cell's share of [`months_of`] (then [`drop_empty_months`]).
 pub fn add_to_months(
     months: &mut BTreeMap<CellKey, Sums>,
     &(date_key, region, category): &CellKey,
