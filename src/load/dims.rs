@@ -10,6 +10,7 @@ use tokio_postgres::Transaction;
 use super::{copy_in, qualified, LoadError};
 use crate::schema::dwh::{DIM_CATEGORY, DIM_CUSTOMER, DIM_EMPLOYEE, DIM_PRODUCT, DIM_REGION};
 use crate::schema::model::{ident_list, quote_ident, Dialect, Table};
+use crate::schema::{postgres, DWH};
 use crate::transform::key_map::KeyMap;
 use crate::transform::{Keys, ProductKey};
 
@@ -60,6 +61,69 @@ pub async fn merge(tx: &Transaction<'_>, table: &Table) -> Result<u64, LoadError
     tx.execute(&merge_sql(table), &[])
         .await
         .map_err(LoadError::pg(format!("merging {}", table.name)))
+}
+
+/// [`merge`] for a backfill. Into a dimension that holds no source row yet
+/// (a first load: every staged row is inserted) the merge runs without the
+/// dimension's foreign keys, which are added back, validated, before the
+/// transaction commits: one join then checks every row, where the
+/// constraint triggers cost a locking lookup per row (about 5 µs: 0.25 s
+/// of the 0.43 s that 50,000 customers took to insert). The DDL keeps
+/// readers of the dimension waiting until the transaction ends, as a
+/// backfill's reload of the facts does anyway; sync keeps [`merge`].
+pub async fn merge_bulk(tx: &Transaction<'_>, table: &Table) -> Result<u64, LoadError> {
+    if table.foreign_keys.is_empty() || holds_source_rows(tx, table).await? {
+        return merge(tx, table).await;
+    }
+    let name = qualified(table);
+    let drop: Vec<String> = table
+        .foreign_keys
+        .iter()
+        .map(|fk| {
+            format!(
+                "ALTER TABLE {name} DROP CONSTRAINT IF EXISTS {}",
+                quote_ident(D, &table.fk_name(fk))
+            )
+        })
+        .collect();
+    tx.batch_execute(&drop.join(";\n"))
+        .await
+        .map_err(LoadError::pg(format!(
+            "dropping the foreign keys of {} for its first load",
+            table.name
+        )))?;
+    let merged = merge(tx, table).await?;
+    let add: Vec<String> = table
+        .foreign_keys
+        .iter()
+        .map(|fk| {
+            format!(
+                "ALTER TABLE {name} ADD {}",
+                postgres::foreign_key_constraint(&DWH, table, fk)
+            )
+        })
+        .collect();
+    tx.batch_execute(&add.join(";\n"))
+        .await
+        .map_err(LoadError::pg(format!(
+            "adding back the foreign keys of {}",
+            table.name
+        )))?;
+    Ok(merged)
+}
+
+/// Whether the dimension holds a row besides its -1 member.
+async fn holds_source_rows(tx: &Transaction<'_>, table: &Table) -> Result<bool, LoadError> {
+    let sql = format!(
+        "SELECT EXISTS (SELECT 1 FROM {} WHERE {} <> -1)",
+        qualified(table),
+        quote_ident(D, merge_key(table)[0])
+    );
+    Ok(tx
+        .query_one(&sql, &[])
+        .await
+        .map_err(LoadError::pg(format!("reading {}", table.name)))?
+        .get(0))
 }
 
 /// [`merge`], returning the natural keys of the rows inserted or changed.

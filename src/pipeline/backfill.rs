@@ -572,7 +572,7 @@ async fn copy_dim<T: SourceRow>(
         .await
         .map_err(what())?;
     stats.loaded += sink.as_mut().finish().await.map_err(what())?;
-    load_dims::merge(tx, table).await?;
+    load_dims::merge_bulk(tx, table).await?;
     Ok(())
 }
 

@@ -385,11 +385,17 @@ async fn every_row_matches_spec_to_the_cent() {
     my.disconnect().await.unwrap();
 }
 
-/// The fact PK, indexes and FKs exist again after the bulk load.
+/// The fact PK, indexes and FKs, and the constraints of the dimensions
+/// that reference others with whether each is validated: all exist again
+/// after the bulk load (a first load of the dimensions drops their FKs and
+/// adds them back, validated).
 async fn fact_constraints(pg: &tokio_postgres::Client) -> Vec<String> {
     pg.query(
         "SELECT conname::text FROM pg_constraint WHERE conrelid IN ('dwh.fact_sales'::regclass, 'dwh.fact_payments'::regclass) \
-         UNION ALL SELECT indexname::text FROM pg_indexes WHERE tablename IN ('fact_sales', 'fact_payments') ORDER BY 1",
+         UNION ALL SELECT indexname::text FROM pg_indexes WHERE tablename IN ('fact_sales', 'fact_payments') \
+         UNION ALL SELECT format('%s validated=%s', conname, convalidated) FROM pg_constraint \
+           WHERE conrelid IN ('dwh.dim_product'::regclass, 'dwh.dim_customer'::regclass, 'dwh.dim_employee'::regclass) \
+         ORDER BY 1",
         &[],
     )
     .await
@@ -403,6 +409,17 @@ async fn fact_constraints(pg: &tokio_postgres::Client) -> Vec<String> {
 async fn non_empty_warehouse_needs_truncate_and_reload_is_identical() {
     let dbs = initialised();
     let before_constraints = fact_constraints(&dbs.pg().await).await;
+    for fk in [
+        "fk_dim_customer_region_key",
+        "fk_dim_employee_region_key",
+        "fk_dim_product_category_key",
+    ] {
+        let validated = format!("{fk} validated=t");
+        assert!(
+            before_constraints.contains(&validated),
+            "{validated} in {before_constraints:?}"
+        );
+    }
     seed(&dbs, "4000", &[]);
     backfill(&dbs, &[]);
     let pg = dbs.pg().await;
