@@ -63,17 +63,20 @@ pub async fn merge(tx: &Transaction<'_>, table: &Table) -> Result<u64, LoadError
         .map_err(LoadError::pg(format!("merging {}", table.name)))
 }
 
-/// [`merge`] for a backfill. Into a dimension that holds no source row yet
-/// (a first load: every staged row is inserted) the merge runs without the
-/// dimension's foreign keys, which are added back, validated, before the
-/// transaction commits: one join then checks every row, where the
-/// constraint triggers cost a locking lookup per row (about 5 µs: 0.25 s
-/// of the 0.43 s that 50,000 customers took to insert). The DDL keeps
-/// readers of the dimension waiting until the transaction ends, as a
-/// backfill's reload of the facts does anyway; sync keeps [`merge`].
-pub async fn merge_bulk(tx: &Transaction<'_>, table: &Table) -> Result<u64, LoadError> {
-    if table.foreign_keys.is_empty() || holds_source_rows(tx, table).await? {
-        return merge(tx, table).await;
+/// Starts a backfill's load of a dimension. Returns true when the dimension
+/// holds no source row yet (a first load): its rows then go straight into
+/// it by COPY, and its foreign keys are dropped until
+/// [`finish_first_load`] adds them back, validated, in the same
+/// transaction. Measured on 500,000 customers: staging them and merging
+/// took 0.79 + 2.72 s (the upsert's speculative insertion and the
+/// constraint triggers' locking lookup per row); a plain insert of the
+/// same rows without the FK 1.48 s, one join validating the FK 0.07 s.
+/// The DDL keeps readers of the dimension waiting until the transaction
+/// ends, as a backfill's reload of the facts does anyway. Otherwise
+/// (false) the rows go through staging and [`merge`], as in sync.
+pub async fn start_first_load(tx: &Transaction<'_>, table: &Table) -> Result<bool, LoadError> {
+    if holds_source_rows(tx, table).await? {
+        return Ok(false);
     }
     let name = qualified(table);
     let drop: Vec<String> = table
@@ -86,13 +89,21 @@ pub async fn merge_bulk(tx: &Transaction<'_>, table: &Table) -> Result<u64, Load
             )
         })
         .collect();
-    tx.batch_execute(&drop.join(";\n"))
-        .await
-        .map_err(LoadError::pg(format!(
-            "dropping the foreign keys of {} for its first load",
-            table.name
-        )))?;
-    let merged = merge(tx, table).await?;
+    if !drop.is_empty() {
+        tx.batch_execute(&drop.join(";\n"))
+            .await
+            .map_err(LoadError::pg(format!(
+                "dropping the foreign keys of {} for its first load",
+                table.name
+            )))?;
+    }
+    Ok(true)
+}
+
+/// Adds back what [`start_first_load`] dropped, validated (one join checks
+/// every row; a row whose key is missing fails the transaction).
+pub async fn finish_first_load(tx: &Transaction<'_>, table: &Table) -> Result<(), LoadError> {
+    let name = qualified(table);
     let add: Vec<String> = table
         .foreign_keys
         .iter()
@@ -103,13 +114,15 @@ pub async fn merge_bulk(tx: &Transaction<'_>, table: &Table) -> Result<u64, Load
             )
         })
         .collect();
+    if add.is_empty() {
+        return Ok(());
+    }
     tx.batch_execute(&add.join(";\n"))
         .await
         .map_err(LoadError::pg(format!(
             "adding back the foreign keys of {}",
             table.name
-        )))?;
-    Ok(merged)
+        )))
 }
 
 /// Whether the dimension holds a row besides its -1 member.

@@ -540,7 +540,9 @@ async fn body(
     })
 }
 
-/// Streams one dimension table from MySQL through staging into the warehouse.
+/// Streams one dimension table from MySQL into the warehouse: straight in
+/// on its first load, else through staging and a merge
+/// ([`load_dims::start_first_load`]).
 #[allow(clippy::too_many_arguments)]
 async fn copy_dim<T: SourceRow>(
     conn: &mut mysql_async::Conn,
@@ -551,11 +553,16 @@ async fn copy_dim<T: SourceRow>(
     bar: &Progress,
     mut encode: impl FnMut(&[T], &mut CopyBuf, &mut TableStats),
 ) -> Result<(), PipelineError> {
-    load_dims::create_staging(tx, table).await?;
-    let staging = load_dims::staging_name(table);
+    let first_load = load_dims::start_first_load(tx, table).await?;
+    let target = if first_load {
+        load::qualified(table)
+    } else {
+        load_dims::create_staging(tx, table).await?;
+        load_dims::staging_name(table)
+    };
     let columns = table.load_columns();
-    let what = || LoadError::pg(format!("staging {}", table.name));
-    let sink = load::copy_sink(tx, &staging, &columns).await?;
+    let what = || LoadError::pg(format!("loading {}", table.name));
+    let sink = load::copy_sink(tx, &target, &columns).await?;
     futures::pin_mut!(sink);
     let mut batches = Batches::<T>::open(conn, batch).await?;
     let mut buf = CopyBuf::new();
@@ -572,7 +579,11 @@ async fn copy_dim<T: SourceRow>(
         .await
         .map_err(what())?;
     stats.loaded += sink.as_mut().finish().await.map_err(what())?;
-    load_dims::merge_bulk(tx, table).await?;
+    if first_load {
+        load_dims::finish_first_load(tx, table).await?;
+    } else {
+        load_dims::merge(tx, table).await?;
+    }
     Ok(())
 }
 
