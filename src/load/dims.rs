@@ -10,7 +10,6 @@ use tokio_postgres::Transaction;
 use super::{copy_in, qualified, LoadError};
 use crate::schema::dwh::{DIM_CATEGORY, DIM_CUSTOMER, DIM_EMPLOYEE, DIM_PRODUCT, DIM_REGION};
 use crate::schema::model::{ident_list, quote_ident, Dialect, Table};
-use crate::schema::{postgres, DWH};
 use crate::transform::key_map::KeyMap;
 use crate::transform::{Keys, ProductKey};
 
@@ -78,17 +77,7 @@ pub async fn start_first_load(tx: &Transaction<'_>, table: &Table) -> Result<boo
     if holds_source_rows(tx, table).await? {
         return Ok(false);
     }
-    let name = qualified(table);
-    let drop: Vec<String> = table
-        .foreign_keys
-        .iter()
-        .map(|fk| {
-            format!(
-                "ALTER TABLE {name} DROP CONSTRAINT IF EXISTS {}",
-                quote_ident(D, &table.fk_name(fk))
-            )
-        })
-        .collect();
+    let drop = super::drop_foreign_keys_sql(table);
     if !drop.is_empty() {
         tx.batch_execute(&drop.join(";\n"))
             .await
@@ -103,16 +92,10 @@ pub async fn start_first_load(tx: &Transaction<'_>, table: &Table) -> Result<boo
 /// Adds back what [`start_first_load`] dropped, validated (one join checks
 /// every row; a row whose key is missing fails the transaction).
 pub async fn finish_first_load(tx: &Transaction<'_>, table: &Table) -> Result<(), LoadError> {
-    let name = qualified(table);
     let add: Vec<String> = table
         .foreign_keys
         .iter()
-        .map(|fk| {
-            format!(
-                "ALTER TABLE {name} ADD {}",
-                postgres::foreign_key_constraint(&DWH, table, fk)
-            )
-        })
+        .map(|fk| super::add_foreign_key_sql(table, fk, true))
         .collect();
     if add.is_empty() {
         return Ok(());

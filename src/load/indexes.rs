@@ -10,7 +10,7 @@
 
 use tokio_postgres::GenericClient;
 
-use super::{qualified, LoadError};
+use super::{add_foreign_key_sql, drop_foreign_keys_sql, qualified, LoadError};
 use crate::connect::PgPool;
 use crate::schema::dwh::{FACT_PAYMENTS, FACT_SALES};
 use crate::schema::model::{ident_list, quote_ident, Dialect, Table};
@@ -38,12 +38,7 @@ pub async fn drop_fact_indexes<C: GenericClient>(client: &C) -> Result<(), LoadE
     let mut sql = Vec::new();
     for table in FACTS {
         let name = qualified(table);
-        for fk in table.foreign_keys {
-            sql.push(format!(
-                "ALTER TABLE {name} DROP CONSTRAINT IF EXISTS {}",
-                quote_ident(D, &table.fk_name(fk))
-            ));
-        }
+        sql.extend(drop_foreign_keys_sql(table));
         for index in table.indexes {
             sql.push(format!(
                 "DROP INDEX IF EXISTS {}.{}",
@@ -138,10 +133,7 @@ async fn missing<C: GenericClient>(client: &C) -> Result<(Vec<Job>, Vec<String>)
         }
         for fk in table.foreign_keys {
             if !constraints.contains(&table.fk_name(fk)) {
-                catalog.push(format!(
-                    "ALTER TABLE {name} ADD {} NOT VALID",
-                    postgres::foreign_key_constraint(&DWH, table, fk)
-                ));
+                catalog.push(add_foreign_key_sql(table, fk, false));
             }
         }
     }

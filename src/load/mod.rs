@@ -14,7 +14,7 @@ pub mod indexes;
 use bytes::Bytes;
 use futures::SinkExt;
 
-use crate::schema::model::{ident_list, Dialect, Table};
+use crate::schema::model::{ident_list, quote_ident, Dialect, ForeignKey, Table};
 use crate::schema::DWH;
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +138,33 @@ fn copy_sql(table_sql: &str, columns: &[&str], rows: Rows) -> String {
 /// A warehouse table, schema-qualified.
 pub fn qualified(table: &Table) -> String {
     DWH.qualified(table.name)
+}
+
+/// `ALTER TABLE … DROP CONSTRAINT IF EXISTS fk_…`, one per foreign key of
+/// `table` (a bulk load's: the facts', a dimension's first load).
+pub fn drop_foreign_keys_sql(table: &Table) -> Vec<String> {
+    table
+        .foreign_keys
+        .iter()
+        .map(|fk| {
+            format!(
+                "ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}",
+                qualified(table),
+                quote_ident(Dialect::Postgres, &table.fk_name(fk))
+            )
+        })
+        .collect()
+}
+
+/// `ALTER TABLE … ADD CONSTRAINT fk_… FOREIGN KEY …`, validated or
+/// `NOT VALID` (enforced on later writes only).
+pub fn add_foreign_key_sql(table: &Table, fk: &ForeignKey, validated: bool) -> String {
+    format!(
+        "ALTER TABLE {} ADD {}{}",
+        qualified(table),
+        crate::schema::postgres::foreign_key_constraint(&DWH, table, fk),
+        if validated { "" } else { " NOT VALID" }
+    )
 }
 
 /// An open binary COPY into `table_sql`, for streaming several buffers
