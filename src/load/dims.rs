@@ -66,10 +66,11 @@ pub async fn merge(tx: &Transaction<'_>, table: &Table) -> Result<u64, LoadError
 /// holds no source row yet (a first load): its rows then go straight into
 /// it by COPY, and its foreign keys are dropped until
 /// [`finish_first_load`] adds them back, validated, in the same
-/// transaction. Measured on 500,000 customers: staging them and merging
-/// took 0.79 + 2.72 s (the upsert's speculative insertion and the
-/// constraint triggers' locking lookup per row); a plain insert of the
-/// same rows without the FK 1.48 s, one join validating the FK 0.07 s.
+/// transaction. Measured on 500,000 customers: staging them took 0.79 s
+/// and the upsert 2.72 s even without the FK (speculative insertion per
+/// row), where a plain insert took 1.48 s and one join validating the FK
+/// 0.07 s; the FK's trigger adds a locking lookup per row (about 4 µs: at
+/// 50,000 customers the upsert took 0.43 s with it, 0.24 s without).
 /// The DDL keeps readers of the dimension waiting until the transaction
 /// ends, as a backfill's reload of the facts does anyway. Otherwise
 /// (false) the rows go through staging and [`merge`], as in sync.
