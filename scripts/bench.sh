@@ -251,13 +251,13 @@ CREATE INDEX ON dwh.floor_sales (employee_key);
 CREATE INDEX ON dwh.floor_sales (region_key);
 SQL
     t1=$(now)
-    echo "$t1 - $t0" | bc -l >>"$WORK/floor_secs"
+    floor_s=$(echo "$t1 - $t0" | bc -l)
     loaded=$(pg -Atc 'SELECT count(*) FROM dwh.floor_sales')
     [[ $loaded -eq $FACTS ]] || die "floor loaded $loaded rows, expected $FACTS"
     pg -c 'DROP TABLE dwh.floor_sales'
-    echo "$secs / $(tail -n1 "$WORK/floor_secs")" | bc -l >>"$WORK/ratios"
-    printf 'bench: run %d: floor %.2f s, ratio backfill/floor %.2f\n' "$run" \
-      "$(tail -n1 "$WORK/floor_secs")" "$(tail -n1 "$WORK/ratios")"
+    ratio=$(echo "$secs / $floor_s" | bc -l)
+    echo "$floor_s" >>"$WORK/floor_secs"; echo "$ratio" >>"$WORK/ratios"
+    printf 'bench: run %d: floor %.2f s, ratio backfill/floor %.2f\n' "$run" "$floor_s" "$ratio"
   done
 
   timed_backfill "$WORK/bfm.out"
@@ -369,10 +369,11 @@ bench_marts() {
     pg -c 'SELECT mart_base.rebuild()' >/dev/null
     t1=$(now)
     echo "$t1 - $t0" | bc -l >>"$WORK/rebuild"
-    echo "100 * ($(tail -n1 "$WORK/with_marts") - $(tail -n1 "$WORK/backfill")) / $(tail -n1 "$WORK/backfill")" |
-      bc -l >>"$WORK/shares"
+    without=$(tail -n1 "$WORK/backfill"); with=$(tail -n1 "$WORK/with_marts")
+    share=$(echo "100 * ($with - $without) / $without" | bc -l)
+    echo "$share" >>"$WORK/shares"
     printf 'bench: run %d: backfill %.2f s, backfill with the marts %.2f s (+%.1f%%), marts rebuild %.2f s\n' "$run" \
-      "$(tail -n1 "$WORK/backfill")" "$(tail -n1 "$WORK/with_marts")" "$(tail -n1 "$WORK/shares")" "$(tail -n1 "$WORK/rebuild")"
+      "$without" "$with" "$share" "$(tail -n1 "$WORK/rebuild")"
     say "run $run: without marts $(phases_of "$WORK/bf_$run.out")"
     say "run $run: with marts    $(phases_of "$WORK/bfm_$run.out")"
   done

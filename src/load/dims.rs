@@ -78,15 +78,15 @@ pub async fn start_first_load(tx: &Transaction<'_>, table: &Table) -> Result<boo
     if holds_source_rows(tx, table).await? {
         return Ok(false);
     }
-    let drop = super::drop_foreign_keys_sql(table);
-    if !drop.is_empty() {
-        tx.batch_execute(&drop.join(";\n"))
-            .await
-            .map_err(LoadError::pg(format!(
-                "dropping the foreign keys of {} for its first load",
-                table.name
-            )))?;
-    }
+    super::execute_all(
+        tx,
+        &super::drop_foreign_keys_sql(table),
+        format!(
+            "dropping the foreign keys of {} for its first load",
+            table.name
+        ),
+    )
+    .await?;
     Ok(true)
 }
 
@@ -98,15 +98,12 @@ pub async fn finish_first_load(tx: &Transaction<'_>, table: &Table) -> Result<()
         .iter()
         .map(|fk| super::add_foreign_key_sql(table, fk, true))
         .collect();
-    if add.is_empty() {
-        return Ok(());
-    }
-    tx.batch_execute(&add.join(";\n"))
-        .await
-        .map_err(LoadError::pg(format!(
-            "adding back the foreign keys of {}",
-            table.name
-        )))
+    super::execute_all(
+        tx,
+        &add,
+        format!("adding back the foreign keys of {}", table.name),
+    )
+    .await
 }
 
 /// Whether the dimension holds a row besides its -1 member.

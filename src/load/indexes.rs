@@ -10,7 +10,7 @@
 
 use tokio_postgres::GenericClient;
 
-use super::{add_foreign_key_sql, drop_foreign_keys_sql, qualified, LoadError};
+use super::{add_foreign_key_sql, drop_foreign_keys_sql, execute_all, qualified, LoadError};
 use crate::connect::PgPool;
 use crate::schema::dwh::{FACT_PAYMENTS, FACT_SALES};
 use crate::schema::model::{ident_list, quote_ident, Dialect, Table};
@@ -51,10 +51,7 @@ pub async fn drop_fact_indexes<C: GenericClient>(client: &C) -> Result<(), LoadE
             quote_ident(D, &table.pk_name())
         ));
     }
-    client
-        .batch_execute(&sql.join(";\n"))
-        .await
-        .map_err(LoadError::pg("dropping the fact indexes for the bulk load"))
+    execute_all(client, &sql, "dropping the fact indexes for the bulk load").await
 }
 
 /// One statement of the rebuild and on which table it works.

@@ -140,6 +140,22 @@ pub fn qualified(table: &Table) -> String {
     DWH.qualified(table.name)
 }
 
+/// Runs `statements` as one batch (nothing when there is none); `what`
+/// names the work in the error.
+pub async fn execute_all<C: tokio_postgres::GenericClient>(
+    client: &C,
+    statements: &[String],
+    what: impl Into<String>,
+) -> Result<(), LoadError> {
+    if statements.is_empty() {
+        return Ok(());
+    }
+    client
+        .batch_execute(&statements.join(";\n"))
+        .await
+        .map_err(LoadError::pg(what))
+}
+
 /// `ALTER TABLE … DROP CONSTRAINT IF EXISTS fk_…`, one per foreign key of
 /// `table` (a bulk load's: the facts', a dimension's first load).
 pub fn drop_foreign_keys_sql(table: &Table) -> Vec<String> {

@@ -389,7 +389,7 @@ async fn every_row_matches_spec_to_the_cent() {
 /// that reference others with whether each is validated: all exist again
 /// after the bulk load (a first load of the dimensions drops their FKs and
 /// adds them back, validated).
-async fn fact_constraints(pg: &tokio_postgres::Client) -> Vec<String> {
+async fn bulk_load_constraints(pg: &tokio_postgres::Client) -> Vec<String> {
     pg.query(
         "SELECT conname::text FROM pg_constraint WHERE conrelid IN ('dwh.fact_sales'::regclass, 'dwh.fact_payments'::regclass) \
          UNION ALL SELECT indexname::text FROM pg_indexes WHERE tablename IN ('fact_sales', 'fact_payments') \
@@ -408,7 +408,7 @@ async fn fact_constraints(pg: &tokio_postgres::Client) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn non_empty_warehouse_needs_truncate_and_reload_is_identical() {
     let dbs = initialised();
-    let before_constraints = fact_constraints(&dbs.pg().await).await;
+    let before_constraints = bulk_load_constraints(&dbs.pg().await).await;
     for fk in [
         "fk_dim_customer_region_key",
         "fk_dim_employee_region_key",
@@ -424,7 +424,7 @@ async fn non_empty_warehouse_needs_truncate_and_reload_is_identical() {
     backfill(&dbs, &[]);
     let pg = dbs.pg().await;
     let first = fingerprint(&pg).await;
-    assert_eq!(fact_constraints(&pg).await, before_constraints);
+    assert_eq!(bulk_load_constraints(&pg).await, before_constraints);
     assert!(first
         .iter()
         .any(|(t, n, _)| t == "fact_sales" && *n == 4000));
@@ -444,7 +444,7 @@ async fn non_empty_warehouse_needs_truncate_and_reload_is_identical() {
         &["--truncate", "--workers", "3", "--batch-rows", "500"],
     );
     assert_eq!(fingerprint(&pg).await, first);
-    assert_eq!(fact_constraints(&pg).await, before_constraints);
+    assert_eq!(bulk_load_constraints(&pg).await, before_constraints);
 }
 
 /// Starts a backfill, waits until `sql` reaches `at_least`, kills it with
