@@ -94,7 +94,9 @@ pub async fn write_chunk(
         Target::Staging => dims::staging_name(table),
     };
     if out.sales_rows > 0 {
+        let buffer = out.sales.clone();
         copy_in(tx, &name(&FACT_SALES), &SALES_COLUMNS, out.sales).await?;
+        super::copy::recycle(buffer);
     }
     if out.payment_rows > 0 {
         copy_in(tx, &name(&FACT_PAYMENTS), &PAYMENT_COLUMNS, out.payments).await?;

@@ -398,6 +398,7 @@ async fn body(
     bars.finish();
     phases.push(("facts", phase_start.elapsed()));
     log_memory("facts");
+    load::copy::release_spares();
     phase_start = Instant::now();
 
     // ---- indexes and marts, side by side (index builds leave a core idle
