@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    limit_malloc_arenas();
+    tune_malloc();
     let cli = salesdwh::cli::Cli::parse(); // usage errors: clap prints and exits 2
     match salesdwh::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -30,13 +30,13 @@ fn main() -> ExitCode {
 ///   32 MiB) after the first large free, and its trim threshold to twice
 ///   that, so each arena kept up to ~10 MB free: RSS crept from 102 to
 ///   124 MB during a 10M-item backfill's facts phase. Fixed, the trim
-///   threshold stays at its 128 KiB: 10M peak 106 MB, 1M 90 MB (from 97),
+///   threshold stays at its 128 KiB: 10M peak 102–106 MB, 1M 87–92 MB,
 ///   for about 0.06 s more system time per 1M backfill (page faults of
 ///   memory handed back and taken again). The large COPY buffers are
 ///   reused, not reallocated (`load::copy::recycle`).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)] // the project's one unsafe block (Cargo.toml [lints])
-fn limit_malloc_arenas() {
+fn tune_malloc() {
     let unset = |name: &str| std::env::var_os(name).is_none();
     // SAFETY: mallopt only sets allocator parameters; it runs first thing
     // in main, before any other thread exists.
@@ -51,4 +51,4 @@ fn limit_malloc_arenas() {
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn limit_malloc_arenas() {}
+fn tune_malloc() {}
