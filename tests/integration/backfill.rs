@@ -1,15 +1,17 @@
 //! `salesdwh backfill` against real MariaDB and PostgreSQL: every row equal
 //! to an independent SQL computation of SPEC §2 (done in MySQL), the
-//! accounting invariant, rejects exactly as planted, and resumption after
-//! kill -9 or a lost connection giving the uninterrupted warehouse.
+//! accounting invariant, rejects exactly as planted, a `--from/--to` window
+//! to the microsecond, and resumption after kill -9 or a lost connection
+//! giving the uninterrupted warehouse.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
 
 use mysql_async::prelude::Queryable;
 
 use crate::support::{
-    assert_marts_match_rebuild, fingerprint, run_expect, stderr, stdout, wait_for, TestDbs,
+    assert_marts_match_rebuild, fingerprint, pg_column, run_expect, stderr, stdout, wait_for,
+    TestDbs,
 };
 
 const DIM_FROM: &str = "2024-01-01";
@@ -447,6 +449,201 @@ async fn non_empty_warehouse_needs_truncate_and_reload_is_identical() {
     assert_eq!(bulk_load_constraints(&pg).await, before_constraints);
 }
 
+/// Source ids of `table` (`order_items` or `payments`) whose order is dated
+/// in the UTC days `from..=to` (an order without a valid date is in no window).
+async fn ids_in_window(
+    my: &mut mysql_async::Conn,
+    table: &str,
+    pk: &str,
+    from: &str,
+    to: &str,
+) -> BTreeSet<i64> {
+    my.query(format!(
+        "SELECT x.{pk} FROM {table} x JOIN orders o USING (order_id) \
+         WHERE o.order_date >= TIMESTAMP('{from}') AND o.order_date < TIMESTAMP('{to}') + INTERVAL 1 DAY"
+    ))
+    .await
+    .unwrap()
+    .into_iter()
+    .collect()
+}
+
+async fn pg_ids(pg: &tokio_postgres::Client, sql: &str) -> BTreeSet<i64> {
+    pg_column(pg, sql).await.into_iter().collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_date_window_loads_its_orders_only_and_leaves_the_fact_watermarks() {
+    let dbs = initialised();
+    seed(&dbs, "6000", &["--bad-rows", "2"]);
+    let mut my = dbs.my().await;
+    // The middle third of the order days.
+    let days: Vec<String> = my
+        .query(
+            "SELECT DATE_FORMAT(order_date, '%Y-%m-%d') FROM orders \
+             WHERE order_date >= '2000-01-01' ORDER BY order_date",
+        )
+        .await
+        .unwrap();
+    let (from, to) = (
+        days[days.len() / 3].clone(),
+        days[2 * days.len() / 3].clone(),
+    );
+    assert!(from < to, "{from} {to}");
+    // An order, one line and one payment on each side of both edges: the
+    // first microsecond of `from` and the last of `to` are inside.
+    let edges = [
+        (910_000_001_i64, format!("TIMESTAMP('{from}')"), true),
+        (
+            910_000_002,
+            format!("TIMESTAMP('{from}') - INTERVAL 1 MICROSECOND"),
+            false,
+        ),
+        (
+            910_000_003,
+            format!("TIMESTAMP('{to}') + INTERVAL 1 DAY - INTERVAL 1 MICROSECOND"),
+            true,
+        ),
+        (
+            910_000_004,
+            format!("TIMESTAMP('{to}') + INTERVAL 1 DAY"),
+            false,
+        ),
+    ];
+    for (id, at, _) in &edges {
+        for sql in [
+            format!(
+                "INSERT INTO orders (order_id, customer_id, employee_id, region_id, order_date, status, \
+                 total_amount, completed_at) SELECT {id}, customer_id, employee_id, region_id, {at}, 'paid', \
+                 10.00, NULL FROM orders ORDER BY order_id LIMIT 1"
+            ),
+            format!(
+                "INSERT INTO order_items (order_item_id, order_id, product_id, quantity, unit_price, discount) \
+                 SELECT {id}, {id}, MIN(product_id), 1, 10.00, 0 FROM products"
+            ),
+            format!(
+                "INSERT INTO payments (payment_id, order_id, method, amount, paid_at) \
+                 VALUES ({id}, {id}, 'card', 10.00, {at})"
+            ),
+        ] {
+            my.query_drop(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+    }
+    // A bad line and a bad payment inside the window (rejected) and
+    // outside it (out of scope: neither loaded nor rejected).
+    for (id, order) in [
+        (910_000_011_i64, 910_000_001_i64),
+        (910_000_012, 910_000_002),
+    ] {
+        for sql in [
+            format!(
+                "INSERT INTO order_items (order_item_id, order_id, product_id, quantity, unit_price, discount) \
+                 SELECT {id}, {order}, MIN(product_id), 0, 10.00, 0 FROM products"
+            ),
+            format!(
+                "INSERT INTO payments (payment_id, order_id, method, amount, paid_at) \
+                 SELECT {id}, {order}, 'card', 0.00, order_date FROM orders WHERE order_id = {order}"
+            ),
+        ] {
+            my.query_drop(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+    }
+    let out = backfill(
+        &dbs,
+        &["--from", &from, "--to", &to, "--batch-rows", "1000"],
+    );
+    assert!(stdout(&out).contains("succeeded"), "{}", stdout(&out));
+    let pg = dbs.pg().await;
+
+    // Every line and payment of an order in the window is loaded or openly
+    // rejected, never both; nothing else is.
+    for (source, pk, fact) in [
+        ("order_items", "order_item_id", "fact_sales"),
+        ("payments", "payment_id", "fact_payments"),
+    ] {
+        let all: i64 = my
+            .query_first(format!("SELECT COUNT(*) FROM {source}"))
+            .await
+            .unwrap()
+            .unwrap();
+        let expected = ids_in_window(&mut my, source, pk, &from, &to).await;
+        assert!(
+            expected.len() > 100 && (expected.len() as i64) < all / 2,
+            "{source}: {} of {all} in the window",
+            expected.len()
+        );
+        let loaded = pg_ids(&pg, &format!("SELECT {pk} FROM dwh.{fact}")).await;
+        let rejected = pg_ids(
+            &pg,
+            &format!(
+                "SELECT source_pk FROM dwh.etl_rejects WHERE source_table = '{source}' AND resolved_run IS NULL"
+            ),
+        )
+        .await;
+        assert!(loaded.is_disjoint(&rejected), "{source}");
+        let accounted: BTreeSet<i64> = loaded.union(&rejected).copied().collect();
+        assert_eq!(
+            accounted
+                .symmetric_difference(&expected)
+                .take(5)
+                .collect::<Vec<_>>(),
+            Vec::<&i64>::new(),
+            "{source}: {} expected, {} loaded, {} rejected",
+            expected.len(),
+            loaded.len(),
+            rejected.len()
+        );
+        for (id, _, inside) in &edges {
+            assert_eq!(loaded.contains(id), *inside, "{source} {id}");
+        }
+        assert!(rejected.contains(&910_000_011), "{source}: {rejected:?}");
+        assert!(!rejected.contains(&910_000_012), "{source}: {rejected:?}");
+    }
+
+    // The loaded lines' revenue, computed independently in MySQL.
+    let revenue: String = my
+        .query_first(format!(
+            "SELECT CAST(SUM(i.quantity * i.unit_price - ROUND(i.quantity * i.unit_price * i.discount, 2)) AS CHAR) \
+             FROM order_items i WHERE i.order_item_id IN ({})",
+            pg_ids(&pg, "SELECT order_item_id FROM dwh.fact_sales")
+                .await
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let loaded_revenue: String = pg
+        .query_one("SELECT sum(revenue)::text FROM dwh.fact_sales", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(revenue, loaded_revenue);
+
+    // Only the reference tables' watermarks: a later sync reads the facts
+    // from the start, not from the window's snapshot.
+    let marks: Vec<String> = pg_column(
+        &pg,
+        "SELECT source_table FROM dwh.load_watermarks ORDER BY 1",
+    )
+    .await;
+    assert_eq!(
+        marks,
+        [
+            "categories",
+            "customers",
+            "employees",
+            "products",
+            "regions"
+        ]
+    );
+    let mut pg = pg;
+    assert_marts_match_rebuild(&mut pg, "windowed backfill").await;
+    my.disconnect().await.unwrap();
+}
+
 /// Starts a backfill, waits until `sql` reaches `at_least`, kills it with
 /// SIGKILL. Returns what `sql` showed and the process id.
 async fn kill_when(
@@ -505,16 +702,11 @@ async fn kill_9_at_any_point_then_rerun_gives_the_uninterrupted_warehouse() {
     let mut pg = pg;
     assert_marts_match_rebuild(&mut pg, "resumed backfill").await;
     // The attempts that died are in the run log as failed.
-    let statuses: Vec<String> = pg
-        .query(
-            "SELECT status FROM dwh.etl_runs WHERE command = 'backfill' ORDER BY run_id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let statuses: Vec<String> = pg_column(
+        &pg,
+        "SELECT status FROM dwh.etl_runs WHERE command = 'backfill' ORDER BY run_id",
+    )
+    .await;
     assert_eq!(statuses.last().map(String::as_str), Some("succeeded"));
     assert!(
         statuses[..statuses.len() - 1].iter().all(|s| s == "failed"),

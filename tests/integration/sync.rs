@@ -13,7 +13,8 @@ use mysql_async::prelude::Queryable;
 use salesdwh::schema::{oltp, OLTP};
 
 use crate::support::{
-    assert_marts_match_rebuild, fingerprint, repo_root, run_expect, stderr, stdout, TestDbs,
+    assert_marts_match_rebuild, fingerprint, pg_column, repo_root, run_expect, stderr, stdout,
+    TestDbs,
 };
 
 const DIM_FROM: &str = "2024-01-01";
@@ -223,17 +224,12 @@ async fn rows_moved_to_another_order_leave_their_old_order() {
     let (mark, _) = watermark(&pg, "order_items").await;
     let at = (mark + chrono::Duration::hours(1)).format(TS).to_string();
     // Valid orders with two items or more; the first gives, the last takes.
-    let orders: Vec<i64> = pg
-        .query(
-            "SELECT order_id FROM dwh.fact_sales WHERE order_status NOT IN ('cancelled', 'returned') \
-             GROUP BY order_id HAVING count(*) >= 2 ORDER BY order_id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let orders: Vec<i64> = pg_column(
+        &pg,
+        "SELECT order_id FROM dwh.fact_sales WHERE order_status NOT IN ('cancelled', 'returned') \
+         GROUP BY order_id HAVING count(*) >= 2 ORDER BY order_id",
+    )
+    .await;
     let (from, to) = (orders[0], orders[orders.len() - 1]);
     let item: i64 = my
         .exec_first(

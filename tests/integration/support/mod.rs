@@ -285,6 +285,19 @@ impl TestDbs {
 }
 
 /// The aggregates, row by row in text form.
+/// The first column of every row of `sql` (no parameters).
+pub async fn pg_column<T>(pg: &impl tokio_postgres::GenericClient, sql: &str) -> Vec<T>
+where
+    T: for<'a> tokio_postgres::types::FromSql<'a>,
+{
+    pg.query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 pub async fn mart_aggregates(pg: &impl tokio_postgres::GenericClient) -> Vec<String> {
     pg.query("SELECT mart_base.contents()", &[])
         .await
