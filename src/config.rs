@@ -225,72 +225,56 @@ impl Settings {
         raw: &RawConfig,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Settings, ConfigError> {
-        let pick = |flag: &Option<String>, name: &str| {
-            flag.clone()
-                .or_else(|| env(name).filter(|v| !v.trim().is_empty()))
-        };
-        let url = |flag: &Option<String>, name: &'static str, flag_name, engine| {
-            let value = pick(flag, name).ok_or(ConfigError::Missing {
-                name,
-                flag: flag_name,
-            })?;
-            let endpoint = DbEndpoint::parse(engine, &value)
-                .map_err(|reason| ConfigError::Invalid { name, reason })?;
-            endpoint.database_name(name)?;
-            Ok::<_, ConfigError>(endpoint)
-        };
-        let mysql = url(&raw.mysql_url, "MYSQL_URL", "--mysql-url", Engine::MySql)?;
-        let postgres = url(
+        // The source's settings, as for `seed`; then the warehouse's.
+        let SourceSettings {
+            mysql,
+            connect_timeout,
+        } = Settings::resolve_source(raw, env)?;
+        let postgres = endpoint(
             &raw.postgres_url,
+            env,
             "POSTGRES_URL",
             "--postgres-url",
             Engine::Postgres,
         )?;
-        let connect_timeout_secs: u64 = number(
-            pick(&raw.connect_timeout_secs, "CONNECT_TIMEOUT_SECS"),
-            "CONNECT_TIMEOUT_SECS",
-            10,
-            1..=3600,
-        )?;
+        let given = |flag: &Option<String>, name, flag_name| setting(flag, env, name, flag_name);
         let pg_pool_size: u32 = number(
-            pick(&raw.pg_pool_size, "PG_POOL_SIZE"),
-            "PG_POOL_SIZE",
+            given(&raw.pg_pool_size, "PG_POOL_SIZE", "--pg-pool-size"),
             4,
             1..=64,
         )?;
         let dim_date_from = date(
-            pick(&raw.dim_date_from, "DIM_DATE_FROM"),
-            "DIM_DATE_FROM",
+            given(&raw.dim_date_from, "DIM_DATE_FROM", "--dim-date-from"),
             "2015-01-01",
         )?;
         let dim_date_to = date(
-            pick(&raw.dim_date_to, "DIM_DATE_TO"),
-            "DIM_DATE_TO",
+            given(&raw.dim_date_to, "DIM_DATE_TO", "--dim-date-to"),
             "2035-12-31",
         )?;
-        let workers: usize = number(pick(&raw.workers, "WORKERS"), "WORKERS", 3, 1..=32)?;
+        let workers: usize = number(given(&raw.workers, "WORKERS", "--workers"), 3, 1..=32)?;
         let batch_rows: u64 = number(
-            pick(&raw.batch_rows, "BATCH_ROWS"),
-            "BATCH_ROWS",
+            given(&raw.batch_rows, "BATCH_ROWS", "--batch-rows"),
             20_000,
             100..=10_000_000,
         )?;
         let lookback_secs: u64 = number(
-            pick(&raw.lookback_secs, "LOOKBACK_SECS"),
-            "LOOKBACK_SECS",
+            given(&raw.lookback_secs, "LOOKBACK_SECS", "--lookback-secs"),
             600,
             0..=30 * 86_400,
         )?;
         if dim_date_to < dim_date_from {
             return Err(ConfigError::Invalid {
-                name: "DIM_DATE_TO",
-                reason: "it is before DIM_DATE_FROM".into(),
+                name: given(&raw.dim_date_to, "DIM_DATE_TO", "--dim-date-to").1,
+                reason: format!(
+                    "it is before {}",
+                    given(&raw.dim_date_from, "DIM_DATE_FROM", "--dim-date-from").1
+                ),
             });
         }
         Ok(Settings {
             mysql,
             postgres,
-            connect_timeout: Duration::from_secs(connect_timeout_secs),
+            connect_timeout,
             pg_pool_size,
             dim_date_from,
             dim_date_to,
@@ -306,25 +290,20 @@ impl Settings {
         raw: &RawConfig,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<SourceSettings, ConfigError> {
-        let value = raw
-            .mysql_url
-            .clone()
-            .or_else(|| env("MYSQL_URL").filter(|v| !v.trim().is_empty()))
-            .ok_or(ConfigError::Missing {
-                name: "MYSQL_URL",
-                flag: "--mysql-url",
-            })?;
-        let mysql =
-            DbEndpoint::parse(Engine::MySql, &value).map_err(|reason| ConfigError::Invalid {
-                name: "MYSQL_URL",
-                reason,
-            })?;
-        mysql.database_name("MYSQL_URL")?;
+        let mysql = endpoint(
+            &raw.mysql_url,
+            env,
+            "MYSQL_URL",
+            "--mysql-url",
+            Engine::MySql,
+        )?;
         let connect_timeout_secs: u64 = number(
-            raw.connect_timeout_secs
-                .clone()
-                .or_else(|| env("CONNECT_TIMEOUT_SECS")),
-            "CONNECT_TIMEOUT_SECS",
+            setting(
+                &raw.connect_timeout_secs,
+                env,
+                "CONNECT_TIMEOUT_SECS",
+                "--connect-timeout-secs",
+            ),
             10,
             1..=3600,
         )?;
@@ -362,9 +341,42 @@ impl SourceSettings {
     }
 }
 
-fn number<T>(
-    value: Option<String>,
+/// A setting's raw value, the flag over the environment (an empty variable
+/// counts as unset), and the name its errors give: the flag when one was
+/// passed, so the message names what the user typed.
+fn setting(
+    flag: &Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
     name: &'static str,
+    flag_name: &'static str,
+) -> (Option<String>, &'static str) {
+    match flag {
+        Some(value) => (Some(value.clone()), flag_name),
+        None => (env(name).filter(|v| !v.trim().is_empty()), name),
+    }
+}
+
+/// A database URL setting, parsed; required.
+fn endpoint(
+    flag: &Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+    name: &'static str,
+    flag_name: &'static str,
+    engine: Engine,
+) -> Result<DbEndpoint, ConfigError> {
+    let (value, said) = setting(flag, env, name, flag_name);
+    let value = value.ok_or(ConfigError::Missing {
+        name,
+        flag: flag_name,
+    })?;
+    let endpoint = DbEndpoint::parse(engine, &value)
+        .map_err(|reason| ConfigError::Invalid { name: said, reason })?;
+    endpoint.database_name(said)?;
+    Ok(endpoint)
+}
+
+fn number<T>(
+    (value, name): (Option<String>, &'static str),
     default: T,
     range: std::ops::RangeInclusive<T>,
 ) -> Result<T, ConfigError>
@@ -388,8 +400,7 @@ where
 }
 
 fn date(
-    value: Option<String>,
-    name: &'static str,
+    (value, name): (Option<String>, &'static str),
     default: &str,
 ) -> Result<NaiveDate, ConfigError> {
     let text = value.unwrap_or_else(|| default.to_string());
@@ -514,6 +525,51 @@ mod tests {
             ("DIM_DATE_TO", "2020-01-01"),
         ]);
         assert!(Settings::resolve(&RawConfig::default(), &env).is_err());
+    }
+
+    #[test]
+    fn a_malformed_flag_is_named_as_typed_and_an_empty_variable_is_unset() {
+        let cases = [
+            (
+                RawConfig {
+                    workers: Some("0".into()),
+                    ..Default::default()
+                },
+                ("WORKERS", "4"),
+                "--workers is malformed: 0 is outside 1..=32",
+            ),
+            (
+                RawConfig {
+                    postgres_url: Some("postgres://app:s3cret@h".into()),
+                    ..Default::default()
+                },
+                ("LOOKBACK_SECS", "60"),
+                "--postgres-url is malformed: it names no database",
+            ),
+            (
+                RawConfig {
+                    dim_date_to: Some("2020-01-01".into()),
+                    ..Default::default()
+                },
+                ("DIM_DATE_FROM", "2030-01-01"),
+                "--dim-date-to is malformed: it is before DIM_DATE_FROM",
+            ),
+        ];
+        for (raw, var, expected) in cases {
+            let env = env_of(&[BOTH[0], BOTH[1], var]);
+            let text = Settings::resolve(&raw, &env).unwrap_err().to_string();
+            assert!(text.starts_with(expected), "{text}");
+            assert!(!text.contains("s3cret"), "{text}");
+        }
+        let env = env_of(&[BOTH[0], BOTH[1], ("WORKERS", " "), ("BATCH_ROWS", "")]);
+        let settings = Settings::resolve(&RawConfig::default(), &env).unwrap();
+        assert_eq!((settings.workers, settings.batch_rows), (3, 20_000));
+        let source = Settings::resolve_source(
+            &RawConfig::default(),
+            &env_of(&[BOTH[0], ("CONNECT_TIMEOUT_SECS", "")]),
+        )
+        .unwrap();
+        assert_eq!(source.connect_timeout, Duration::from_secs(10));
     }
 
     #[test]
