@@ -9,6 +9,8 @@ use std::process::Stdio;
 
 use mysql_async::prelude::Queryable;
 
+use salesdwh::schema::dwh::{FACT_PAYMENTS, FACT_SALES};
+
 use crate::support::{
     assert_marts_match_rebuild, fingerprint, pg_column, run_expect, stderr, stdout, wait_for,
     TestDbs,
@@ -667,12 +669,15 @@ async fn kill_when(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_at_any_point_then_rerun_gives_the_uninterrupted_warehouse() {
-    // `_reference` owns the shared source: it must outlive the test.
-    let (_reference, expected, dbs) = reference_and_second("30000", &["--bad-rows", "2"]).await;
+    // `reference` owns the shared source: it must outlive the test.
+    let (reference, expected, dbs) = reference_and_second("30000", &["--bad-rows", "2"]).await;
+    let expected_constraints = bulk_load_constraints(&reference.pg().await).await;
     let pg = dbs.pg().await;
     let chunks = "SELECT count(*) FROM dwh.backfill_chunks";
     // During the dimensions (state recorded, no chunk yet), then after some
-    // chunks, then after more, each time resuming the previous attempt.
+    // chunks, then after more, then once every chunk is in and the first
+    // fact index is built (the rest are not), each time resuming the
+    // previous attempt.
     let (at_start, pid_a) =
         kill_when(&dbs, &pg, "SELECT count(*) FROM dwh.backfill_state", 1).await;
     assert_eq!(at_start, 1);
@@ -680,10 +685,27 @@ async fn kill_9_at_any_point_then_rerun_gives_the_uninterrupted_warehouse() {
     assert!(first >= 5, "{first}");
     let (second, pid_c) = kill_when(&dbs, &pg, chunks, first + 20).await;
     assert!(second >= first, "{second} after {first}");
+    let fact_indexes = "SELECT count(*) FROM pg_indexes WHERE schemaname = 'dwh' \
+                        AND tablename IN ('fact_sales', 'fact_payments')";
+    let (built, pid_d) = kill_when(&dbs, &pg, fact_indexes, 1).await;
+    // Each fact table's indexes and its primary key's.
+    let all = FACT_SALES.indexes.len() + FACT_PAYMENTS.indexes.len() + 2;
+    let unfinished: i64 = pg
+        .query_one(
+            &format!("SELECT count(*) FROM dwh.backfill_state WHERE ({fact_indexes}) < {all}"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        built >= 1 && unfinished == 1,
+        "killed during the index builds: {built} built, state left {unfinished}"
+    );
     let out = backfill(&dbs, &["--workers", "2", "--batch-rows", "300"]);
     // No spill of the killed attempts is left (the one that loaded the
     // first chunks wrote one; the next backfill removed it).
-    for pid in [pid_a, pid_b, pid_c] {
+    for pid in [pid_a, pid_b, pid_c, pid_d] {
         assert_eq!(
             salesdwh::spill::dirs_of(pid),
             Vec::<std::path::PathBuf>::new()
@@ -698,6 +720,8 @@ async fn kill_9_at_any_point_then_rerun_gives_the_uninterrupted_warehouse() {
     // The sums the dead attempts kept in memory are gone: SQL rebuild.
     assert!(summary.contains("marts rebuilt"), "{summary}");
     assert_eq!(fingerprint(&pg).await, expected);
+    // The indexes the killed attempt had not built are built.
+    assert_eq!(bulk_load_constraints(&pg).await, expected_constraints);
     // The marts from the parts of all attempts' chunks, none counted twice.
     let mut pg = pg;
     assert_marts_match_rebuild(&mut pg, "resumed backfill").await;
