@@ -38,14 +38,19 @@ impl Error {
     }
 
     fn connect_error(&self) -> Option<&ConnectError> {
+        fn of(e: &PipelineError) -> Option<&ConnectError> {
+            match e {
+                PipelineError::Connect(e)
+                | PipelineError::Extract(crate::extract::ExtractError::Connect(e)) => Some(e),
+                PipelineError::TruncatedThenStopped(e) => of(e),
+                _ => None,
+            }
+        }
         match self {
             Error::Connect(e)
             | Error::Init(InitError::Connect(e))
-            | Error::Seed(SeedError::Connect(e))
-            | Error::Pipeline(PipelineError::Connect(e))
-            | Error::Pipeline(PipelineError::Extract(crate::extract::ExtractError::Connect(e))) => {
-                Some(e)
-            }
+            | Error::Seed(SeedError::Connect(e)) => Some(e),
+            Error::Pipeline(e) => of(e),
             _ => None,
         }
     }
@@ -60,8 +65,14 @@ impl Error {
             if e.is_unknown_database() {
                 return Some("run `salesdwh init` to create it".into());
             }
+            let then = match self {
+                Error::Pipeline(PipelineError::TruncatedThenStopped(_)) => {
+                    "; then rerun `salesdwh backfill` without --truncate to resume"
+                }
+                _ => "",
+            };
             return Some(format!(
-                "check that the server is up (scripts/local-stack.sh up) and that {setting} has the right host, port, user and password"
+                "check that the server is up (scripts/local-stack.sh up) and that {setting} has the right host, port, user and password{then}"
             ));
         }
         match self {

@@ -189,7 +189,12 @@ pub async fn run(
                 Some(&crate::error::cause_chain(&e)),
             )
             .await;
-            Err(e)
+            // Emptied, then stopped: `--truncate` again would start over.
+            Err(if opts.truncate && e.resumable() {
+                PipelineError::TruncatedThenStopped(Box::new(e))
+            } else {
+                e
+            })
         }
     }
 }

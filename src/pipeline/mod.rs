@@ -36,6 +36,10 @@ pub enum PipelineError {
     BackfillUnfinished,
     #[error("a pipeline task stopped unexpectedly: {0}")]
     Task(String),
+    /// A `backfill --truncate` that stopped after emptying the facts: the
+    /// same command would empty them again, so its hint differs.
+    #[error(transparent)]
+    TruncatedThenStopped(Box<PipelineError>),
 }
 
 impl PipelineError {
@@ -50,7 +54,23 @@ impl PipelineError {
         )
     }
 
+    /// A failure a rerun recovers from, keeping the work already done.
+    pub fn resumable(&self) -> bool {
+        matches!(
+            self,
+            PipelineError::Load(_)
+                | PipelineError::Extract(_)
+                | PipelineError::Connect(_)
+                | PipelineError::State(StateError::LockLost)
+        )
+    }
+
     pub fn hint(&self) -> Option<&'static str> {
+        if self.resumable() {
+            return Some(
+                "rerun the same command when the servers are reachable: finished work is kept",
+            );
+        }
         match self {
             PipelineError::NotEmpty { .. } => Some(
                 "use `salesdwh sync` for new changes, or `salesdwh backfill --truncate` to reload the facts from scratch",
@@ -62,16 +82,14 @@ impl PipelineError {
                 "run `salesdwh init` first: after an upgrade it installs the new marts and rebuilds them; nothing was changed",
             ),
             PipelineError::BackfillUnfinished => Some(
-                "rerun the same `salesdwh backfill` command to finish it (nothing was changed), then sync",
+                "finish it with `salesdwh backfill` (without --truncate, which would start it over), then sync; nothing was changed",
             ),
+            PipelineError::TruncatedThenStopped(e) if e.resumable() => Some(
+                "when the servers are reachable, rerun `salesdwh backfill` without --truncate to resume: the chunks already loaded are kept (--truncate would start over)",
+            ),
+            PipelineError::TruncatedThenStopped(e) => e.hint(),
             PipelineError::State(StateError::Locked { .. }) => {
                 Some("wait for the other run to finish; nothing was changed")
-            }
-            PipelineError::Load(_)
-            | PipelineError::Extract(_)
-            | PipelineError::Connect(_)
-            | PipelineError::State(StateError::LockLost) => {
-                Some("rerun the same command when the servers are reachable: finished work is kept")
             }
             _ => None,
         }

@@ -25,15 +25,27 @@ pub enum StateError {
     LockLost,
 }
 
+/// How long [`lock`] keeps trying: a run killed just before (kill -9, a
+/// crash) holds the lock until the server has noticed its session end,
+/// which can take a moment on a busy machine.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Takes the run lock on `client` (kept open for the run) or says who has it.
 pub async fn lock(client: &Client) -> Result<(), StateError> {
-    let got: bool = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
-        .await
-        .map_err(LoadError::pg("taking the run lock"))?
-        .get(0);
-    if got {
-        return Ok(());
+    let started = std::time::Instant::now();
+    loop {
+        let got: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
+            .await
+            .map_err(LoadError::pg("taking the run lock"))?
+            .get(0);
+        if got {
+            return Ok(());
+        }
+        if started.elapsed() >= LOCK_PATIENCE {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let holder = client
         .query_opt(

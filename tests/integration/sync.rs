@@ -540,7 +540,10 @@ async fn sync_refuses_an_unfinished_backfill() {
         err.contains("a backfill of this warehouse is unfinished"),
         "{err}"
     );
-    assert!(err.contains("rerun the same `salesdwh backfill`"), "{err}");
+    assert!(
+        err.contains("finish it with `salesdwh backfill` (without --truncate"),
+        "{err}"
+    );
     assert_eq!(
         count(
             &pg,
