@@ -160,17 +160,21 @@ pub async fn run(
     }
     let run_id = state::start_run(&lock_client, "backfill").await?;
     let stats = Arc::new(Mutex::new(RunStats::default()));
-    let result = body(
-        settings,
-        opts,
-        &pool,
-        &lock_client,
-        run_id,
-        existing,
-        &stats,
-        started,
-    )
-    .await;
+    // Ctrl-C or SIGTERM drops the run where it is: open chunk transactions
+    // roll back, committed chunks stay for the rerun to skip.
+    let result = tokio::select! {
+        result = body(
+            settings,
+            opts,
+            &pool,
+            &lock_client,
+            run_id,
+            existing,
+            &stats,
+            started,
+        ) => result,
+        how = super::stop_requested() => Err(PipelineError::Stopped(how)),
+    };
     let stats = stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
     match result {
         Ok(mut report) => {

@@ -36,10 +36,51 @@ pub enum PipelineError {
     BackfillUnfinished,
     #[error("a pipeline task stopped unexpectedly: {0}")]
     Task(String),
+    /// Ctrl-C or SIGTERM during the run: it stopped where it was, keeping
+    /// what it had committed.
+    #[error("the run was {0}")]
+    Stopped(&'static str),
     /// A `backfill --truncate` that stopped after emptying the facts: the
     /// same command would empty them again, so its hint differs.
     #[error(transparent)]
     TruncatedThenStopped(Box<PipelineError>),
+}
+
+/// Resolves when the process is asked to stop (Ctrl-C, SIGTERM), with how.
+/// A second request ends the process at once, should the wind-down hang.
+async fn stop_requested() -> &'static str {
+    let how = signalled().await;
+    tokio::spawn(async {
+        signalled().await;
+        eprintln!("salesdwh: stopped without cleaning up (the next run does it)");
+        std::process::exit(1);
+    });
+    how
+}
+
+async fn signalled() -> &'static str {
+    // A handler that cannot be installed never fires (the default stays).
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => "interrupted (Ctrl-C)",
+        _ = terminate => "stopped (SIGTERM)",
+    }
 }
 
 impl PipelineError {
@@ -62,10 +103,14 @@ impl PipelineError {
                 | PipelineError::Extract(_)
                 | PipelineError::Connect(_)
                 | PipelineError::State(StateError::LockLost)
+                | PipelineError::Stopped(_)
         )
     }
 
     pub fn hint(&self) -> Option<&'static str> {
+        if let PipelineError::Stopped(_) = self {
+            return Some("rerun the same command to carry on: what the run committed is kept");
+        }
         if self.resumable() {
             return Some(
                 "rerun the same command when the servers are reachable: finished work is kept",
@@ -85,7 +130,7 @@ impl PipelineError {
                 "finish it with `salesdwh backfill` (without --truncate, which would start it over), then sync; nothing was changed",
             ),
             PipelineError::TruncatedThenStopped(e) if e.resumable() => Some(
-                "when the servers are reachable, rerun `salesdwh backfill` without --truncate to resume: the chunks already loaded are kept (--truncate would start over)",
+                "rerun `salesdwh backfill` without --truncate to resume: the chunks already loaded are kept (--truncate would start over)",
             ),
             PipelineError::TruncatedThenStopped(e) => e.hint(),
             PipelineError::State(StateError::Locked { .. }) => {

@@ -105,7 +105,12 @@ pub async fn run(settings: &Settings, opts: &SyncOptions) -> Result<SyncReport, 
     }
     let run_id = state::start_run(&client, "sync").await?;
     let mut stats = RunStats::default();
-    let result = body(settings, opts, &mut client, run_id, &mut stats).await;
+    // Ctrl-C or SIGTERM drops the run where it is: its one transaction
+    // rolls back.
+    let result = tokio::select! {
+        result = body(settings, opts, &mut client, run_id, &mut stats) => result,
+        how = super::stop_requested() => Err(PipelineError::Stopped(how)),
+    };
     match result {
         Ok(mut report) => {
             state::end_run(&client, run_id, &stats, None).await?;

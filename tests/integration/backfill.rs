@@ -12,8 +12,8 @@ use mysql_async::prelude::Queryable;
 use salesdwh::schema::dwh::{FACT_PAYMENTS, FACT_SALES};
 
 use crate::support::{
-    assert_marts_match_rebuild, fingerprint, pg_column, run_expect, stderr, stdout, wait_for,
-    TestDbs,
+    assert_marts_match_rebuild, fingerprint, last_run, pg_column, run_expect, stderr, stdout,
+    wait_for, TestDbs,
 };
 
 const DIM_FROM: &str = "2024-01-01";
@@ -758,20 +758,47 @@ async fn kill_9_at_any_point_then_rerun_gives_the_uninterrupted_warehouse() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn lost_postgres_connection_exits_1_and_rerun_completes() {
-    // `_reference` owns the shared source: it must outlive the test.
-    let (_reference, expected, dbs) = reference_and_second("30000", &[]).await;
+/// A fresh 30,000-line source backfilled into a reference warehouse, and a
+/// second warehouse on it (backfilled once first when `loaded`) with a
+/// `backfill ARGS --workers 2 --batch-rows 300` under way that has
+/// committed five chunks: (reference, its fingerprint, second, its client,
+/// the run).
+async fn backfill_under_way(
+    loaded: bool,
+    args: &[&str],
+) -> (
+    TestDbs,
+    Vec<(String, i64, String)>,
+    TestDbs,
+    tokio_postgres::Client,
+    std::process::Child,
+) {
+    let (reference, expected, dbs) = reference_and_second("30000", &[]).await;
+    if loaded {
+        backfill(&dbs, &[]);
+    }
     let pg = dbs.pg().await;
+    let args: Vec<&str> = args
+        .iter()
+        .copied()
+        .chain(["--workers", "2", "--batch-rows", "300"])
+        .collect();
     let (child, seen) = backfill_until(
         &dbs,
         &pg,
-        &["--workers", "2", "--batch-rows", "300"],
+        &args,
         "SELECT count(*) FROM dwh.backfill_chunks",
         5,
     )
     .await;
-    assert!(seen >= 5);
+    assert!(seen >= 5, "{seen} chunks");
+    (reference, expected, dbs, pg, child)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lost_postgres_connection_exits_1_and_rerun_completes() {
+    // `_reference` owns the shared source: it must outlive the test.
+    let (_reference, expected, dbs, pg, child) = backfill_under_way(false, &[]).await;
     let db = dbs.pg.database.clone().unwrap();
     pg.execute(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'salesdwh' AND pid <> pg_backend_pid()",
@@ -797,20 +824,54 @@ async fn lost_postgres_connection_exits_1_and_rerun_completes() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_stops_a_backfill_closes_its_run_and_the_rerun_resumes() {
+    // `_reference` owns the shared source: it must outlive the test.
+    let (_reference, expected, dbs, pg, child) = backfill_under_way(false, &[]).await;
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let errors: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("salesdwh: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(
+        errors[0].contains("the run was interrupted (Ctrl-C)")
+            && errors[0].contains("rerun the same command"),
+        "{err}"
+    );
+    // Closed at once, not left `running` for the next run to find.
+    assert_eq!(
+        last_run(&pg).await,
+        ("failed".into(), "the run was interrupted (Ctrl-C)".into())
+    );
+    let kept: i64 = pg
+        .query_one("SELECT count(*) FROM dwh.backfill_chunks", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(kept >= 5, "{kept} chunks kept");
+
+    let out = backfill(&dbs, &["--workers", "2", "--batch-rows", "300"]);
+    let summary = stdout(&out);
+    assert!(
+        summary.contains(&format!("({kept} resumed from an earlier attempt)")),
+        "{summary}"
+    );
+    assert_eq!(fingerprint(&pg).await, expected);
+    let mut pg = pg;
+    assert_marts_match_rebuild(&mut pg, "backfill resumed after Ctrl-C").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn lost_mysql_connection_in_a_truncating_reload_says_resume_without_truncate() {
     // `_reference` owns the shared source: it must outlive the test.
-    let (_reference, expected, dbs) = reference_and_second("30000", &[]).await;
-    backfill(&dbs, &[]);
-    let pg = dbs.pg().await;
-    let (child, seen) = backfill_until(
-        &dbs,
-        &pg,
-        &["--truncate", "--workers", "2", "--batch-rows", "300"],
-        "SELECT count(*) FROM dwh.backfill_chunks",
-        5,
-    )
-    .await;
-    assert!(seen >= 5);
+    let (_reference, expected, dbs, pg, child) = backfill_under_way(true, &["--truncate"]).await;
     // The source drops the run's sessions (a restart, a network cut).
     let mut my = dbs.my().await;
     let sessions: Vec<u64> = my

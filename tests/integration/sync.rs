@@ -13,8 +13,8 @@ use mysql_async::prelude::Queryable;
 use salesdwh::schema::{oltp, OLTP};
 
 use crate::support::{
-    assert_marts_match_rebuild, fingerprint, pg_column, repo_root, run_expect, stderr, stdout,
-    TestDbs,
+    assert_marts_match_rebuild, fingerprint, last_run, pg_column, repo_root, run_expect, stderr,
+    stdout, TestDbs,
 };
 
 const DIM_FROM: &str = "2024-01-01";
@@ -423,8 +423,6 @@ async fn a_sync_without_source_changes_writes_no_row() {
     );
 }
 
-/// Starts a sync, kills it (SIGKILL) when its log shows `marker`; whether
-/// the run had got past its commit by then.
 /// A killed client's backend may still be finishing a statement: waits
 /// until it has let go of the run lock (advisory locks are per database).
 async fn wait_unlocked(pg: &tokio_postgres::Client) {
@@ -436,7 +434,14 @@ async fn wait_unlocked(pg: &tokio_postgres::Client) {
     }
 }
 
-async fn kill_sync_at(dbs: &TestDbs, pg: &tokio_postgres::Client, marker: &str) {
+/// Starts a sync and sends it `signal` (`KILL`, `TERM`) when its log shows
+/// `marker`; returns how it ended and the rest of its stderr.
+async fn signal_sync_at(
+    dbs: &TestDbs,
+    pg: &tokio_postgres::Client,
+    marker: &str,
+    signal: &str,
+) -> (std::process::ExitStatus, Vec<String>) {
     wait_unlocked(pg).await;
     let mut child = dbs
         .salesdwh()
@@ -446,9 +451,9 @@ async fn kill_sync_at(dbs: &TestDbs, pg: &tokio_postgres::Client, marker: &str) 
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut seen = Vec::new();
-    for line in lines {
+    for line in lines.by_ref() {
         let line = line.unwrap();
         let hit = line.contains(marker);
         seen.push(line);
@@ -456,12 +461,51 @@ async fn kill_sync_at(dbs: &TestDbs, pg: &tokio_postgres::Client, marker: &str) 
             break;
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    let sent = std::process::Command::new("kill")
+        .args([format!("-{signal}"), child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
     assert!(
         seen.iter().any(|l| l.contains(marker)),
         "no '{marker}' in the log: {seen:?}"
     );
+    (status, rest)
+}
+
+/// Starts a sync and kills it (SIGKILL) when its log shows `marker`.
+async fn kill_sync_at(dbs: &TestDbs, pg: &tokio_postgres::Client, marker: &str) {
+    signal_sync_at(dbs, pg, marker, "KILL").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_a_sync_rolls_it_back_closes_its_run_and_frees_the_lock() {
+    let dbs = backfilled("6000", "9", &[]);
+    simulate(&dbs, "1", "9");
+    let pg = dbs.pg().await;
+    let before = fingerprint(&pg).await;
+    let (status, rest) = signal_sync_at(&dbs, &pg, "orders to re-derive", "TERM").await;
+    assert_eq!(status.code(), Some(1), "{rest:?}");
+    let errors: Vec<&String> = rest
+        .iter()
+        .filter(|l| l.starts_with("salesdwh: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{rest:?}");
+    assert!(
+        errors[0].contains("the run was stopped (SIGTERM)"),
+        "{rest:?}"
+    );
+    // One transaction: rolled back.
+    assert_eq!(fingerprint(&pg).await, before);
+    assert_eq!(
+        last_run(&pg).await,
+        ("failed".into(), "the run was stopped (SIGTERM)".into())
+    );
+    // The lock went with the run: the next sync starts at once.
+    sync(&dbs, &[], &[]);
+    assert_ne!(fingerprint(&pg).await, before);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -285,6 +285,18 @@ impl TestDbs {
 }
 
 /// The aggregates, row by row in text form.
+/// The newest run in `etl_runs`: (status, error or "").
+pub async fn last_run(pg: &tokio_postgres::Client) -> (String, String) {
+    let row = pg
+        .query_one(
+            "SELECT status, coalesce(error, '') FROM dwh.etl_runs ORDER BY run_id DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
 /// The first column of every row of `sql` (no parameters).
 pub async fn pg_column<T>(pg: &impl tokio_postgres::GenericClient, sql: &str) -> Vec<T>
 where
