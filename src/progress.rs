@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{
+    HumanCount, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle,
+};
 
 const LOG_EVERY: Duration = Duration::from_secs(5);
 
@@ -61,9 +63,16 @@ impl Progress {
             let bar = ProgressBar::with_draw_target(Some(total), target);
             bar.set_style(
                 ProgressStyle::with_template(
-                    "{prefix:>12} [{bar:30}] {human_pos}/{human_len} rows  {per_sec}  ETA {eta}",
+                    "{prefix:>12} [{bar:30}] {human_pos}/{human_len} rows  {rate}  ETA {eta}",
                 )
                 .expect("static template")
+                // Whole rows: indicatif's {per_sec} prints four decimals.
+                .with_key(
+                    "rate",
+                    |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = write!(w, "{}/s", HumanCount(state.per_sec().round() as u64));
+                    },
+                )
                 .progress_chars("=> "),
             );
             bar.set_prefix(label.to_string());
