@@ -22,6 +22,14 @@ pub enum Error {
     Seed(#[from] SeedError),
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    /// A backfill or sync that failed on one server, named (`what` is e.g.
+    /// "backfill into user@host:port/db"); connection errors name it already.
+    #[error("{what} failed")]
+    Run {
+        what: String,
+        #[source]
+        source: Box<PipelineError>,
+    },
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
 }
@@ -32,8 +40,32 @@ impl Error {
         match self {
             Error::Config(_) => 2,
             Error::Seed(e) if e.is_usage() => 2,
-            Error::Pipeline(e) if e.is_usage() => 2,
+            _ if self.pipeline().is_some_and(PipelineError::is_usage) => 2,
             _ => 1,
+        }
+    }
+
+    /// The pipeline's error, whether named with its server or not.
+    fn pipeline(&self) -> Option<&PipelineError> {
+        match self {
+            Error::Pipeline(e) => Some(e),
+            Error::Run { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+
+    /// A failed `command` (backfill, sync) with the server it failed on,
+    /// when the error does not name it already.
+    pub fn located(command: &str, settings: &crate::config::Settings, e: PipelineError) -> Error {
+        use crate::config::Engine;
+        let what = match e.server() {
+            Some(Engine::MySql) => format!("{command} from {}", settings.mysql),
+            Some(Engine::Postgres) => format!("{command} into {}", settings.postgres),
+            None => return Error::Pipeline(e),
+        };
+        Error::Run {
+            what,
+            source: Box::new(e),
         }
     }
 
@@ -50,8 +82,7 @@ impl Error {
             Error::Connect(e)
             | Error::Init(InitError::Connect(e))
             | Error::Seed(SeedError::Connect(e)) => Some(e),
-            Error::Pipeline(e) => of(e),
-            _ => None,
+            _ => self.pipeline().and_then(of),
         }
     }
 
@@ -65,8 +96,8 @@ impl Error {
             if e.is_unknown_database() {
                 return Some("run `salesdwh init` to create it".into());
             }
-            let then = match self {
-                Error::Pipeline(PipelineError::TruncatedThenStopped(_)) => {
+            let then = match self.pipeline() {
+                Some(PipelineError::TruncatedThenStopped(_)) => {
                     "; then rerun `salesdwh backfill` without --truncate to resume"
                 }
                 _ => "",
@@ -79,6 +110,7 @@ impl Error {
             Error::Config(_) => Some("see .env.example and `salesdwh --help`".into()),
             Error::Seed(e) => e.hint().map(str::to_string),
             Error::Pipeline(e) => e.hint().map(str::to_string),
+            Error::Run { source, .. } => source.hint().map(str::to_string),
             Error::Init(InitError::Drift { .. }) => Some(
                 "init creates missing tables but never alters existing ones: migrate them by hand to match sql/mysql/01_schema.sql and sql/postgres/01_dwh_schema.sql, or recreate them".into(),
             ),

@@ -198,7 +198,9 @@ async fn backfill_command(
     settings: &Settings,
     options: &pipeline::backfill::BackfillOptions,
 ) -> Result<(), Error> {
-    let report = pipeline::backfill::run(settings, options).await?;
+    let report = pipeline::backfill::run(settings, options)
+        .await
+        .map_err(|e| Error::located("backfill", settings, e))?;
     print!("{}", summary::backfill(&report, settings));
     Ok(())
 }
@@ -207,7 +209,9 @@ async fn sync_command(
     settings: &Settings,
     options: &pipeline::sync::SyncOptions,
 ) -> Result<(), Error> {
-    let report = pipeline::sync::run(settings, options).await?;
+    let report = pipeline::sync::run(settings, options)
+        .await
+        .map_err(|e| Error::located("sync", settings, e))?;
     print!("{}", summary::sync(&report, settings));
     Ok(())
 }

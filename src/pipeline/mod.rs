@@ -95,6 +95,21 @@ impl PipelineError {
         )
     }
 
+    /// The server a failure happened on, when its text does not name it
+    /// (a connection error does; a refusal or a stop is on neither).
+    pub fn server(&self) -> Option<crate::config::Engine> {
+        use crate::config::Engine;
+        match self {
+            PipelineError::Extract(ExtractError::Connect(_)) | PipelineError::Connect(_) => None,
+            PipelineError::Extract(_) => Some(Engine::MySql),
+            PipelineError::Load(_) | PipelineError::Marts(_) => Some(Engine::Postgres),
+            PipelineError::State(StateError::Locked { .. }) => None,
+            PipelineError::State(_) => Some(Engine::Postgres),
+            PipelineError::TruncatedThenStopped(e) => e.server(),
+            _ => None,
+        }
+    }
+
     /// A failure a rerun recovers from, keeping the work already done.
     pub fn resumable(&self) -> bool {
         matches!(

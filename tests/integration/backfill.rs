@@ -814,6 +814,11 @@ async fn lost_postgres_connection_exits_1_and_rerun_completes() {
         1,
         "{err}"
     );
+    // Where it failed, as the user wrote it (without the password).
+    assert!(
+        err.contains(&format!("backfill into {} failed: ", dbs.pg)),
+        "{err}"
+    );
     assert!(err.contains("rerun"), "{err}");
     assert!(!err.contains("salesdwh:salesdwh@"), "{err}");
 
@@ -890,7 +895,10 @@ async fn lost_mysql_connection_in_a_truncating_reload_says_resume_without_trunca
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains("MySQL"), "{err}");
+    assert!(
+        err.contains(&format!("backfill from {} failed: ", dbs.mysql)),
+        "{err}"
+    );
     // Rerunning the same command would empty the facts again.
     assert!(
         err.contains("rerun `salesdwh backfill` without --truncate to resume"),
