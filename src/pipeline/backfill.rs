@@ -184,6 +184,9 @@ pub async fn run(
             Ok(report)
         }
         Err(e) => {
+            if let PipelineError::Stopped(_) = e {
+                state::cancel_own_sessions(&lock_client).await;
+            }
             // Best effort: the connection may be what failed; the next run
             // closes abandoned runs either way.
             let _ = state::end_run(

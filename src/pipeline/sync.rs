@@ -120,6 +120,9 @@ pub async fn run(settings: &Settings, opts: &SyncOptions) -> Result<SyncReport, 
             Ok(report)
         }
         Err(e) => {
+            if let PipelineError::Stopped(_) = e {
+                state::cancel_own_statement(&client).await;
+            }
             // Best effort: the connection may be what failed; the next run
             // closes abandoned runs either way.
             let _ = state::end_run(

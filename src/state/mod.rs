@@ -61,6 +61,31 @@ pub async fn lock(client: &Client) -> Result<(), StateError> {
     Err(StateError::Locked { holder })
 }
 
+/// After a stop (Ctrl-C, SIGTERM): cancels what this run's other sessions
+/// (the pool, opened after `client`) are still executing. Dropping a
+/// statement's future does not stop the server, and an index build left
+/// running would race the next run's. Best effort.
+pub async fn cancel_own_sessions(client: &Client) {
+    let _ = client
+        .execute(
+            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = 'salesdwh' \
+             AND pid <> pg_backend_pid() \
+             AND backend_start >= (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid())",
+            &[],
+        )
+        .await;
+}
+
+/// After a stop: cancels the statement `client` itself is executing (its
+/// future was dropped), so what is queued behind it runs at once.
+pub async fn cancel_own_statement(client: &Client) {
+    let _ = client
+        .cancel_token()
+        .cancel_query(tokio_postgres::NoTls)
+        .await;
+}
+
 /// Ends a run taken with [`lock`]: its etl_runs row ([`finish_run`]), then
 /// the run lock. The lock goes even when the row cannot be written: the
 /// session's end would release it too, but only once the server has
