@@ -534,6 +534,7 @@ async fn body(
             (false, false) => crate::marts::mark_stale(&tx).await,
         }
         .map_err(PipelineError::Marts)?;
+        super::last_commit_under_way();
         tx.commit()
             .await
             .map_err(LoadError::pg("finishing the backfill"))?;

@@ -46,8 +46,19 @@ pub enum PipelineError {
     TruncatedThenStopped(Box<PipelineError>),
 }
 
-/// Resolves when the process is asked to stop (Ctrl-C, SIGTERM), with how.
-/// A second request ends the process at once, should the wind-down hang.
+/// Set when a run sends its last COMMIT: a stop request from then on lets
+/// the run end (it is about to), so a run that committed is never closed
+/// as stopped. One run per process, so one flag.
+static LAST_COMMIT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Called just before a run's last COMMIT (see [`LAST_COMMIT`]).
+fn last_commit_under_way() {
+    LAST_COMMIT.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Resolves when the process is asked to stop (Ctrl-C, SIGTERM), with how,
+/// unless the run's last commit is under way. A second request ends the
+/// process at once, should the wind-down hang.
 async fn stop_requested() -> &'static str {
     let how = signalled().await;
     tokio::spawn(async {
@@ -55,6 +66,9 @@ async fn stop_requested() -> &'static str {
         eprintln!("salesdwh: stopped without cleaning up (the next run does it)");
         std::process::exit(1);
     });
+    if LAST_COMMIT.load(std::sync::atomic::Ordering::SeqCst) {
+        std::future::pending::<()>().await;
+    }
     how
 }
 

@@ -442,6 +442,7 @@ async fn body(
     }
     // The lock's session is this transaction's: if it is gone, so is the
     // transaction, and the commit fails.
+    super::last_commit_under_way();
     tx.commit()
         .await
         .map_err(LoadError::pg("committing the sync"))?;
