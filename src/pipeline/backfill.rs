@@ -162,19 +162,17 @@ pub async fn run(
     let stats = Arc::new(Mutex::new(RunStats::default()));
     // Ctrl-C or SIGTERM drops the run where it is: open chunk transactions
     // roll back, committed chunks stay for the rerun to skip.
-    let result = tokio::select! {
-        result = body(
-            settings,
-            opts,
-            &pool,
-            &lock_client,
-            run_id,
-            existing,
-            &stats,
-            started,
-        ) => result,
-        how = super::stop_requested() => Err(PipelineError::Stopped(how)),
-    };
+    let result = super::or_stopped(body(
+        settings,
+        opts,
+        &pool,
+        &lock_client,
+        run_id,
+        existing,
+        &stats,
+        started,
+    ))
+    .await;
     let stats = stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
     match result {
         Ok(mut report) => {

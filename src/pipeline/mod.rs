@@ -56,6 +56,17 @@ fn last_commit_under_way() {
     LAST_COMMIT.store(true, std::sync::atomic::Ordering::SeqCst);
 }
 
+/// Runs `work` unless the process is asked to stop first: then `work` is
+/// dropped where it is and the run fails with [`PipelineError::Stopped`].
+async fn or_stopped<T>(
+    work: impl std::future::Future<Output = Result<T, PipelineError>>,
+) -> Result<T, PipelineError> {
+    tokio::select! {
+        result = work => result,
+        how = stop_requested() => Err(PipelineError::Stopped(how)),
+    }
+}
+
 /// Resolves when the process is asked to stop (Ctrl-C, SIGTERM), with how,
 /// unless the run's last commit is under way. A second request ends the
 /// process at once, should the wind-down hang.

@@ -107,10 +107,7 @@ pub async fn run(settings: &Settings, opts: &SyncOptions) -> Result<SyncReport, 
     let mut stats = RunStats::default();
     // Ctrl-C or SIGTERM drops the run where it is: its one transaction
     // rolls back.
-    let result = tokio::select! {
-        result = body(settings, opts, &mut client, run_id, &mut stats) => result,
-        how = super::stop_requested() => Err(PipelineError::Stopped(how)),
-    };
+    let result = super::or_stopped(body(settings, opts, &mut client, run_id, &mut stats)).await;
     match result {
         Ok(mut report) => {
             state::end_run(&client, run_id, &stats, None).await?;
