@@ -13,8 +13,8 @@ use mysql_async::prelude::Queryable;
 use salesdwh::schema::{oltp, OLTP};
 
 use crate::support::{
-    assert_marts_match_rebuild, fingerprint, last_run, pg_column, repo_root, run_expect, stderr,
-    stdout, TestDbs,
+    assert_marts_match_rebuild, fingerprint, last_run, pg_column, repo_root, run_expect,
+    send_signal, stderr, stdout, the_error_line, TestDbs,
 };
 
 const DIM_FROM: &str = "2024-01-01";
@@ -461,11 +461,7 @@ async fn signal_sync_at(
             break;
         }
     }
-    let sent = std::process::Command::new("kill")
-        .args([format!("-{signal}"), child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    send_signal(child.id(), signal);
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let status = child.wait().unwrap();
     assert!(
@@ -488,15 +484,8 @@ async fn sigterm_during_a_sync_rolls_it_back_closes_its_run_and_frees_the_lock()
     let before = fingerprint(&pg).await;
     let (status, rest) = signal_sync_at(&dbs, &pg, "orders to re-derive", "TERM").await;
     assert_eq!(status.code(), Some(1), "{rest:?}");
-    let errors: Vec<&String> = rest
-        .iter()
-        .filter(|l| l.starts_with("salesdwh: error:"))
-        .collect();
-    assert_eq!(errors.len(), 1, "{rest:?}");
-    assert!(
-        errors[0].contains("the run was stopped (SIGTERM)"),
-        "{rest:?}"
-    );
+    let error = the_error_line(rest.iter().map(String::as_str));
+    assert!(error.contains("the run was stopped (SIGTERM)"), "{rest:?}");
     // One transaction: rolled back.
     assert_eq!(fingerprint(&pg).await, before);
     assert_eq!(

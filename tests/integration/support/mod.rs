@@ -285,6 +285,26 @@ impl TestDbs {
 }
 
 /// The aggregates, row by row in text form.
+/// Sends `signal` (`INT`, `TERM`, `KILL`) to process `pid`.
+pub fn send_signal(pid: u32, signal: &str) {
+    let sent = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -{signal} {pid}");
+}
+
+/// The one `salesdwh: error:` line among `lines` (stderr also holds log
+/// lines); fails unless there is exactly one.
+pub fn the_error_line<'a>(lines: impl IntoIterator<Item = &'a str>) -> &'a str {
+    let errors: Vec<&str> = lines
+        .into_iter()
+        .filter(|l| l.starts_with("salesdwh: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    errors[0]
+}
+
 /// The newest run in `etl_runs`: (status, error or "").
 pub async fn last_run(pg: &tokio_postgres::Client) -> (String, String) {
     let row = pg
