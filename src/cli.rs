@@ -75,9 +75,58 @@ pub struct SyncArgs {
     /// Re-read this many seconds before each watermark (rows committed late) [env: LOOKBACK_SECS] [default: 600]
     #[arg(long, value_name = "SECS")]
     pub lookback_secs: Option<String>,
+    /// Also re-derive every order dated on or after this day (UTC), changed or not: repairs what the watermarks cannot see (e.g. orders deleted at the source)
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub from: Option<String>,
+    /// Also re-derive every order dated on or before this day (UTC); with --from, the window's last day
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub to: Option<String>,
     /// Leave the marts as they are and mark them stale (the next sync that refreshes them rebuilds them)
     #[arg(long)]
     pub no_refresh_marts: bool,
+}
+
+impl SyncArgs {
+    /// The --from/--to window, if either was given.
+    pub fn window(&self) -> Result<Option<Window>, crate::config::ConfigError> {
+        window(&self.from, &self.to)
+    }
+}
+
+/// An inclusive window of UTC days.
+pub type Window = (chrono::NaiveDate, chrono::NaiveDate);
+
+/// `--from`/`--to` as a window of days; an open end is the calendar's.
+fn window(
+    from: &Option<String>,
+    to: &Option<String>,
+) -> Result<Option<Window>, crate::config::ConfigError> {
+    let date = |flag: &'static str, v: &Option<String>| {
+        v.as_deref()
+            .map(|s| {
+                chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| {
+                    crate::config::ConfigError::Invalid {
+                        name: flag,
+                        reason: format!("'{s}' is not a date like 2026-09-30"),
+                    }
+                })
+            })
+            .transpose()
+    };
+    match (date("--from", from)?, date("--to", to)?) {
+        (None, None) => Ok(None),
+        (a, b) => {
+            let a = a.unwrap_or(chrono::NaiveDate::from_ymd_opt(1, 1, 1).expect("valid"));
+            let b = b.unwrap_or(chrono::NaiveDate::from_ymd_opt(9999, 12, 31).expect("valid"));
+            if b < a {
+                return Err(crate::config::ConfigError::Invalid {
+                    name: "--to",
+                    reason: "it is before --from".into(),
+                });
+            }
+            Ok(Some((a, b)))
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -115,34 +164,7 @@ impl BackfillArgs {
         settings: &crate::config::Settings,
         quiet: bool,
     ) -> Result<crate::pipeline::backfill::BackfillOptions, crate::config::ConfigError> {
-        let date = |flag: &'static str, v: &Option<String>| {
-            v.as_deref()
-                .map(|s| {
-                    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| {
-                        crate::config::ConfigError::Invalid {
-                            name: flag,
-                            reason: format!("'{s}' is not a date like 2026-09-30"),
-                        }
-                    })
-                })
-                .transpose()
-        };
-        let from = date("--from", &self.from)?;
-        let to = date("--to", &self.to)?;
-        let window = match (from, to) {
-            (None, None) => None,
-            (a, b) => {
-                let a = a.unwrap_or(chrono::NaiveDate::from_ymd_opt(1, 1, 1).expect("valid"));
-                let b = b.unwrap_or(chrono::NaiveDate::from_ymd_opt(9999, 12, 31).expect("valid"));
-                if b < a {
-                    return Err(crate::config::ConfigError::Invalid {
-                        name: "--to",
-                        reason: "it is before --from".into(),
-                    });
-                }
-                Some((a, b))
-            }
-        };
+        let window = window(&self.from, &self.to)?;
         Ok(crate::pipeline::backfill::BackfillOptions {
             workers: settings.workers,
             batch_rows: settings.batch_rows,

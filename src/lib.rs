@@ -61,11 +61,13 @@ pub fn run(cli: Cli) -> Result<(), (Error, Vec<String>)> {
         Command::Sync(args) => {
             let settings = resolve(&raw).map_err(|e| (e, config::raw_secrets(&raw, &env)))?;
             let secrets = settings.secrets();
+            let window = args.window().map_err(|e| (e.into(), Vec::new()))?;
             let options = pipeline::sync::SyncOptions {
                 batch_rows: settings.batch_rows,
                 workers: settings.workers,
                 lookback_secs: settings.lookback_secs,
                 refresh_marts: !args.no_refresh_marts,
+                window,
                 quiet: cli.global.quiet,
             };
             runtime()

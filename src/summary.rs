@@ -127,6 +127,13 @@ pub fn sync(report: &SyncReport, settings: &Settings) -> String {
         report.elapsed.as_secs_f64()
     );
     out.push_str(&tables("sync:", &report.stats, true));
+    if let Some(n) = report.window_orders {
+        let _ = writeln!(
+            out,
+            "sync: {} orders dated in --from/--to (by the source or the warehouse) re-derived with the changes",
+            thousands(n)
+        );
+    }
     let _ = writeln!(
         out,
         "sync: {} dimension rows changed; {} orders re-derived: {} fact rows upserted, {} deleted, {} rejects released; {} fact rows restated for product changes",

@@ -371,6 +371,39 @@ pub async fn read_fact_chunk(conn: &mut Conn, lo: i64, hi: i64) -> Result<FactCh
     Ok(chunk)
 }
 
+/// The ids of the orders whose `order_date` lies in `first..=last` (UTC
+/// microseconds, both inclusive), through the `order_date` index.
+pub async fn orders_dated(
+    conn: &mut Conn,
+    first: i64,
+    last: i64,
+) -> Result<Vec<i64>, ExtractError> {
+    let table = &oltp::ORDERS;
+    let sql = format!(
+        "SELECT {} FROM {} WHERE `order_date` BETWEEN ? AND ?",
+        quote_ident(Dialect::MySql, pk_column(table)),
+        quote_ident(Dialect::MySql, table.name)
+    );
+    let what = || format!("the {} dated in the window", table.name);
+    let mut stream = conn
+        .exec_stream::<Row, _, _>(sql, (ts_param(first), ts_param(last)))
+        .await
+        .map_err(query_failed(what()))?;
+    let mut ids = Vec::new();
+    while let Some(row) = stream.next().await {
+        let row = row.map_err(query_failed(what()))?;
+        let id = row.as_ref(0).unwrap_or(&mysql_async::Value::NULL);
+        ids.push(
+            value::int(id, "order_id").map_err(|source| ExtractError::Value {
+                table: table.name,
+                pk: format!("{id:?}"),
+                source,
+            })?,
+        );
+    }
+    Ok(ids)
+}
+
 /// A microsecond instant as a MySQL DATETIME(6) parameter (UTC sessions).
 pub fn ts_param(us: i64) -> mysql_async::Value {
     use chrono::{Datelike, Timelike};

@@ -404,3 +404,25 @@ pub async fn open_rejects<C: tokio_postgres::GenericClient>(
         .map(|r| r.get(0))
         .collect())
 }
+
+/// The orders with a fact row dated in `first..=last` (date keys): their
+/// lines by order date, their payments by payment date.
+pub async fn orders_dated<C: tokio_postgres::GenericClient>(
+    client: &C,
+    first: i32,
+    last: i32,
+) -> Result<Vec<i64>, LoadError> {
+    let sql = format!(
+        "SELECT order_id FROM {} WHERE date_key BETWEEN $1 AND $2 \
+         UNION SELECT order_id FROM {} WHERE date_key BETWEEN $1 AND $2",
+        qualified(&FACT_SALES),
+        qualified(&FACT_PAYMENTS)
+    );
+    Ok(client
+        .query(&sql, &[&first, &last])
+        .await
+        .map_err(LoadError::pg("reading the orders dated in the window"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}

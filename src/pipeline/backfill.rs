@@ -74,14 +74,7 @@ pub struct BackfillReport {
     pub marts: crate::marts::Upkeep,
 }
 
-const DAY_MICROS: i64 = 86_400_000_000;
-
-fn day_micros(d: NaiveDate) -> i64 {
-    d.and_hms_opt(0, 0, 0)
-        .expect("midnight")
-        .and_utc()
-        .timestamp_micros()
-}
+use super::{day_micros, DAY_MICROS};
 
 /// The order_id chunks of a plan: equal widths over the orders' span, the
 /// first and last open-ended so orphans outside the span are read too.
@@ -144,6 +137,7 @@ pub async fn run(
         return Err(PipelineError::NotEmpty {
             sales: counts.get(0),
             payments: counts.get(1),
+            windowed: opts.window.is_some(),
         });
     }
     if let Some(st) = &existing {

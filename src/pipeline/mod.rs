@@ -29,7 +29,12 @@ pub enum PipelineError {
     #[error("this warehouse is not set up for this version of salesdwh")]
     NotSetUp(#[source] MartsError),
     #[error("the warehouse already holds facts ({sales} sales rows, {payments} payments)")]
-    NotEmpty { sales: i64, payments: i64 },
+    NotEmpty {
+        sales: i64,
+        payments: i64,
+        /// The refused run had --from/--to.
+        windowed: bool,
+    },
     #[error("an unfinished backfill was started with other options ({recorded})")]
     ResumeMismatch { recorded: String },
     #[error("a backfill of this warehouse is unfinished")]
@@ -108,6 +113,22 @@ async fn signalled() -> &'static str {
     }
 }
 
+const DAY_MICROS: i64 = 86_400_000_000;
+
+/// Midnight (UTC) of a day, in microseconds since the epoch.
+fn day_micros(d: chrono::NaiveDate) -> i64 {
+    d.and_hms_opt(0, 0, 0)
+        .expect("midnight")
+        .and_utc()
+        .timestamp_micros()
+}
+
+/// A day's `date_key` (YYYYMMDD).
+fn date_key(d: chrono::NaiveDate) -> i32 {
+    use chrono::Datelike;
+    d.year() * 10_000 + d.month() as i32 * 100 + d.day() as i32
+}
+
 impl PipelineError {
     /// Usage errors (exit 2) as opposed to a failed run (exit 1).
     pub fn is_usage(&self) -> bool {
@@ -157,6 +178,9 @@ impl PipelineError {
             );
         }
         match self {
+            PipelineError::NotEmpty { windowed: true, .. } => Some(
+                "to reload the orders of this window in place, run `salesdwh sync` with the same --from/--to (--truncate would empty all the facts and load only this window)",
+            ),
             PipelineError::NotEmpty { .. } => Some(
                 "use `salesdwh sync` for new changes, or `salesdwh backfill --truncate` to reload the facts from scratch",
             ),

@@ -55,7 +55,7 @@ use crate::state::{self, Watermark};
 use crate::transform::facts::{self as tfacts, FactContext};
 use crate::transform::{dims as tdims, RunStats, TableStats};
 
-const DAY_MICROS: i64 = 86_400_000_000;
+use super::{date_key, day_micros, DAY_MICROS};
 
 #[derive(Debug, Clone)]
 pub struct SyncOptions {
@@ -65,6 +65,9 @@ pub struct SyncOptions {
     pub workers: usize,
     pub lookback_secs: u64,
     pub refresh_marts: bool,
+    /// Also re-derive every order dated in this window (UTC days,
+    /// inclusive), changed or not.
+    pub window: Option<crate::cli::Window>,
     pub quiet: bool,
 }
 
@@ -76,6 +79,8 @@ pub struct SyncReport {
     pub dims_changed: u64,
     /// Orders whose fact rows were re-derived.
     pub orders: u64,
+    /// Of those, the ones dated in `--from/--to` (source or warehouse).
+    pub window_orders: Option<u64>,
     /// fact_sales rows restated for a product's new cost or category.
     pub restated: u64,
     pub applied: Applied,
@@ -285,6 +290,22 @@ async fn body(
     ] {
         let found: Vec<Order> = read_if(conn, column, ids).await?;
         orders.extend(found.iter().map(|o| o.order_id));
+    }
+    if let Some((from, to)) = opts.window {
+        // What the source dates in the window, and what the warehouse does:
+        // an order deleted at the source, or moved out of the window, is
+        // only found on the warehouse's side. Its rows then go.
+        let mut dated: BTreeSet<i64> = extract::orders_dated(
+            conn,
+            day_micros(from),
+            day_micros(to).saturating_add(DAY_MICROS - 1),
+        )
+        .await?
+        .into_iter()
+        .collect();
+        dated.extend(load_facts::orders_dated(&tx, date_key(from), date_key(to)).await?);
+        report.window_orders = Some(dated.len() as u64);
+        orders.extend(dated);
     }
     let orders: Vec<i64> = orders.into_iter().collect();
     report.orders = orders.len() as u64;

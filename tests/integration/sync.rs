@@ -932,3 +932,147 @@ async fn nightly_script_logs_rotates_and_passes_the_exit_code_on() {
         stderr(&out)
     );
 }
+
+/// Days of a date_key (YYYYMMDD) as `YYYY-MM-DD`.
+fn day_of(date_key: i32) -> String {
+    format!(
+        "{:04}-{:02}-{:02}",
+        date_key / 10_000,
+        date_key / 100 % 100,
+        date_key % 100
+    )
+}
+
+/// Source edits a watermark cannot see (an order deleted outright, lines
+/// edited with their `updated_at` kept, an order stamped before the
+/// watermark) are repaired by `sync --from/--to`
+/// inside that window and nowhere else; a windowed backfill into the
+/// warehouse is refused with a hint pointing there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_windowed_sync_rederives_the_window_and_repairs_what_watermarks_miss() {
+    let dbs = backfilled("6000", "13", &["--bad-rows", "1"]);
+    let fresh = second(&dbs);
+    let (mut pg, fresh_pg) = (dbs.pg().await, fresh.pg().await);
+    let mut my = dbs.my().await;
+    // Orders with lines and payments, oldest first (none holds a high mark).
+    let paid: Vec<(i64, i32)> = pg
+        .query(
+            "SELECT s.order_id, min(s.date_key) FROM dwh.fact_sales s \
+             WHERE EXISTS (SELECT 1 FROM dwh.fact_payments p WHERE p.order_id = s.order_id) \
+             GROUP BY s.order_id ORDER BY s.order_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let (gone, day) = paid[paid.len() / 4];
+    let edited = paid
+        .iter()
+        .find(|(o, d)| *d == day && *o != gone)
+        .map(|(o, _)| *o)
+        .expect("two orders on one day");
+    let (outside, outside_day) = *paid
+        .iter()
+        .find(|(_, d)| *d > day)
+        .expect("an order on a later day");
+    // An order (with one line) dated that day and stamped long before the
+    // watermark, as a restored or back-dated row would be.
+    let (late, late_item) = (
+        max_id(&mut my, "orders", "order_id").await + 1,
+        max_id(&mut my, "order_items", "order_item_id").await + 1,
+    );
+    for sql in [
+        format!(
+            "INSERT INTO orders (order_id, customer_id, employee_id, region_id, order_date, status, total_amount, completed_at, updated_at) \
+             SELECT {late}, customer_id, employee_id, region_id, order_date, status, total_amount, completed_at, '2024-01-02' \
+             FROM orders WHERE order_id = {edited}"
+        ),
+        format!(
+            "INSERT INTO order_items (order_item_id, order_id, product_id, quantity, unit_price, discount, updated_at) \
+             SELECT {late_item}, {late}, product_id, quantity, unit_price, discount, '2024-01-02' \
+             FROM order_items WHERE order_id = {edited} ORDER BY order_item_id LIMIT 1"
+        ),
+        format!("DELETE FROM order_items WHERE order_id = {gone}"),
+        format!("DELETE FROM payments WHERE order_id = {gone}"),
+        format!("DELETE FROM orders WHERE order_id = {gone}"),
+        format!("UPDATE order_items SET quantity = quantity + 1, updated_at = updated_at WHERE order_id IN ({edited}, {outside})"),
+    ] {
+        my.query_drop(&sql).await.unwrap();
+    }
+    let quantity = |order: i64| {
+        format!("SELECT coalesce(sum(quantity), 0) FROM dwh.fact_sales WHERE order_id = {order}")
+    };
+    let (edited_before, outside_before) = (
+        count(&pg, &quantity(edited)).await,
+        count(&pg, &quantity(outside)).await,
+    );
+    let rows_of = |order: i64| {
+        format!(
+            "SELECT (SELECT count(*) FROM dwh.fact_sales WHERE order_id = {order}) \
+             + (SELECT count(*) FROM dwh.fact_payments WHERE order_id = {order})"
+        )
+    };
+    assert!(count(&pg, &rows_of(gone)).await >= 2);
+
+    // Unseen by the watermarks: a plain sync leaves all four as they were.
+    sync(&dbs, &[], &[]);
+    assert!(count(&pg, &rows_of(gone)).await >= 2);
+    assert_eq!(count(&pg, &quantity(edited)).await, edited_before);
+    assert_eq!(count(&pg, &rows_of(late)).await, 0);
+
+    // A windowed backfill into this warehouse is refused, pointing here.
+    let day = day_of(day);
+    let out = run_expect(
+        dbs.salesdwh()
+            .args(["backfill", "--from", &day, "--to", &day]),
+        2,
+    );
+    let err = stderr(&out);
+    let line = the_error_line(err.lines());
+    assert!(
+        line.contains("`salesdwh sync` with the same --from/--to"),
+        "{line}"
+    );
+
+    let out = sync(&dbs, &[], &["--from", &day, "--to", &day]);
+    assert!(
+        stdout(&out).contains("orders dated in --from/--to"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(count(&pg, &rows_of(gone)).await, 0, "the deleted order");
+    assert_eq!(
+        count(
+            &pg,
+            &format!("SELECT count(*) FROM dwh.fact_sales WHERE order_item_id = {late_item}")
+        )
+        .await,
+        1,
+        "the back-dated order"
+    );
+    let lines = count(
+        &pg,
+        &format!("SELECT count(*) FROM dwh.fact_sales WHERE order_id = {edited}"),
+    )
+    .await;
+    assert_eq!(
+        count(&pg, &quantity(edited)).await,
+        edited_before + lines,
+        "the edited order in the window"
+    );
+    assert_eq!(
+        count(&pg, &quantity(outside)).await,
+        outside_before,
+        "the window bounds the re-derivation"
+    );
+    assert_marts_match_rebuild(&mut pg, "after the windowed sync").await;
+
+    // The last unseen edit, by its own window: then equal to a fresh backfill.
+    let outside_day = day_of(outside_day);
+    sync(&dbs, &[], &["--from", &outside_day, "--to", &outside_day]);
+    backfill(&fresh, &["--no-refresh-marts"]);
+    assert_eq!(fingerprint(&pg).await, fingerprint(&fresh_pg).await);
+    assert_marts_match_rebuild(&mut pg, "after the second windowed sync").await;
+}
