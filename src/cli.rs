@@ -60,6 +60,8 @@ pub enum Command {
     Backfill(BackfillArgs),
     /// Incremental load of what changed since the watermarks (for the nightly job)
     Sync(SyncArgs),
+    /// Compare the warehouse's fact rows with the source by key sets (finds hard deletes); --repair fixes them
+    Verify(VerifyArgs),
     /// Watermarks, lag behind the source, last runs, open rejects, KPIs
     Status(StatusArgs),
 }
@@ -127,6 +129,13 @@ fn window(
             Ok(Some((a, b)))
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Then run a sync that also re-derives the orders of the differing rows, and compare again
+    #[arg(long)]
+    pub repair: bool,
 }
 
 #[derive(Debug, Args)]

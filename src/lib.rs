@@ -68,10 +68,30 @@ pub fn run(cli: Cli) -> Result<(), (Error, Vec<String>)> {
                 lookback_secs: settings.lookback_secs,
                 refresh_marts: !args.no_refresh_marts,
                 window,
+                orders: Vec::new(),
                 quiet: cli.global.quiet,
             };
             runtime()
                 .and_then(|rt| rt.block_on(sync_command(&settings, &options)))
+                .map_err(|e| (e, secrets))
+        }
+        Command::Verify(args) => {
+            let settings = resolve(&raw).map_err(|e| (e, config::raw_secrets(&raw, &env)))?;
+            let secrets = settings.secrets();
+            let options = pipeline::verify::VerifyOptions {
+                repair: args.repair,
+                sync: pipeline::sync::SyncOptions {
+                    batch_rows: settings.batch_rows,
+                    workers: settings.workers,
+                    lookback_secs: settings.lookback_secs,
+                    refresh_marts: true,
+                    window: None,
+                    orders: Vec::new(),
+                    quiet: cli.global.quiet,
+                },
+            };
+            runtime()
+                .and_then(|rt| rt.block_on(verify_command(&settings, &options)))
                 .map_err(|e| (e, secrets))
         }
         Command::Status(args) => {
@@ -216,6 +236,20 @@ async fn sync_command(
         .map_err(|e| Error::located("sync", settings, e))?;
     print!("{}", summary::sync(&report, settings));
     Ok(())
+}
+
+async fn verify_command(
+    settings: &Settings,
+    options: &pipeline::verify::VerifyOptions,
+) -> Result<(), Error> {
+    let report = pipeline::verify::run(settings, options)
+        .await
+        .map_err(|e| Error::located("verify", settings, e))?;
+    print!("{}", summary::verify(&report, settings));
+    match report.differences() {
+        0 => Ok(()),
+        n => Err(Error::Pipeline(pipeline::PipelineError::Differences(n))),
+    }
 }
 
 async fn status_command(settings: &Settings, runs: u32) -> Result<(), Error> {

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use crate::config::Settings;
 use crate::pipeline::backfill::BackfillReport;
 use crate::pipeline::sync::SyncReport;
+use crate::pipeline::verify::{TableCheck, VerifyReport};
 use crate::schema::OLTP;
 use crate::transform::RunStats;
 
@@ -154,6 +155,107 @@ pub fn sync(report: &SyncReport, settings: &Settings) -> String {
             .map(|(name, d)| format!("{name} {:.2} s", d.as_secs_f64()))
             .collect::<Vec<_>>()
             .join(", ")
+    );
+    out
+}
+
+/// `verify`'s comparison table and the rows that differ (the first few).
+fn checks(out: &mut String, checks: &[TableCheck]) {
+    let _ = writeln!(
+        out,
+        "verify:   {:<12} {:>12} {:>12} {:>9} {:>7} {:>7} {:>7} {:>8}",
+        "table", "source", "loaded", "rejected", "extra", "missing", "doubled", "pending"
+    );
+    for c in checks {
+        let _ = writeln!(
+            out,
+            "verify:   {:<12} {:>12} {:>12} {:>9} {:>7} {:>7} {:>7} {:>8}",
+            c.source_table,
+            thousands(c.source_rows),
+            thousands(c.facts),
+            thousands(c.rejects),
+            c.extra.len(),
+            c.missing.len(),
+            c.doubled.len(),
+            c.pending
+        );
+    }
+    const SHOWN: usize = 10;
+    for c in checks {
+        for (what, rows) in [
+            ("loaded but gone from the source", &c.extra),
+            ("in the source but neither loaded nor rejected", &c.missing),
+        ] {
+            if rows.is_empty() {
+                continue;
+            }
+            let listed: Vec<String> = rows
+                .iter()
+                .take(SHOWN)
+                .map(|d| format!("{} (order {})", d.id, d.order_id))
+                .collect();
+            let more = rows.len().saturating_sub(SHOWN);
+            let _ = writeln!(
+                out,
+                "verify:   {} {what}: {}{}",
+                c.source_table,
+                listed.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            );
+        }
+        if !c.doubled.is_empty() {
+            let listed: Vec<String> = c.doubled.iter().take(SHOWN).map(i64::to_string).collect();
+            let _ = writeln!(
+                out,
+                "verify:   {} both loaded and rejected: {}",
+                c.source_table,
+                listed.join(", ")
+            );
+        }
+    }
+}
+
+pub fn verify(report: &VerifyReport, settings: &Settings) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "verify: {} against {} in {:.2} s",
+        settings.mysql,
+        settings.postgres,
+        report.elapsed.as_secs_f64()
+    );
+    checks(&mut out, &report.tables);
+    let pending = |c: &[TableCheck]| c.iter().map(|t| t.pending).sum::<u64>();
+    let last = match &report.repair {
+        Some((sync, after)) => {
+            let _ = writeln!(
+                out,
+                "verify: repair: sync run {} re-derived {} orders: {} fact rows upserted, {} deleted, {} rejects released; compared again:",
+                sync.run_id,
+                thousands(sync.orders),
+                thousands(sync.applied.upserted),
+                thousands(sync.applied.deleted),
+                thousands(sync.applied.released)
+            );
+            checks(&mut out, after);
+            after
+        }
+        None => &report.tables,
+    };
+    let differences: usize = last.iter().map(TableCheck::differences).sum();
+    let _ = writeln!(
+        out,
+        "verify: {}; {} rows pending (changed since the watermarks: the next sync settles them)",
+        if differences == 0 {
+            "no differences".to_string()
+        } else {
+            format!("{differences} rows differ")
+        },
+        thousands(pending(last))
     );
     out
 }

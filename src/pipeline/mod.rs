@@ -1,9 +1,11 @@
 //! The drivers: bounded channels from extract through transform to load.
 //! `backfill` is the one-shot historical load; `sync` is the incremental
-//! one and reuses its extract, transform and load stages.
+//! one and reuses its extract, transform and load stages; `verify` compares
+//! the facts with the source and repairs through `sync`.
 
 pub mod backfill;
 pub mod sync;
+pub mod verify;
 
 use crate::connect::ConnectError;
 use crate::extract::ExtractError;
@@ -39,6 +41,9 @@ pub enum PipelineError {
     ResumeMismatch { recorded: String },
     #[error("a backfill of this warehouse is unfinished")]
     BackfillUnfinished,
+    /// `verify` found rows that differ (the report lists them).
+    #[error("the warehouse differs from the source in {0} rows")]
+    Differences(usize),
     #[error("a pipeline task stopped unexpectedly: {0}")]
     Task(String),
     /// Ctrl-C or SIGTERM during the run: it stopped where it was, keeping
@@ -189,6 +194,9 @@ impl PipelineError {
             ),
             PipelineError::NotSetUp(_) => Some(
                 "run `salesdwh init` first: after an upgrade it installs the new marts and rebuilds them; nothing was changed",
+            ),
+            PipelineError::Differences(_) => Some(
+                "run `salesdwh verify --repair`: a sync that also re-derives their orders",
             ),
             PipelineError::BackfillUnfinished => Some(
                 "finish it with `salesdwh backfill` (without --truncate, which would start it over), then sync; nothing was changed",

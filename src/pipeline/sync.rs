@@ -68,6 +68,8 @@ pub struct SyncOptions {
     /// Also re-derive every order dated in this window (UTC days,
     /// inclusive), changed or not.
     pub window: Option<crate::cli::Window>,
+    /// Also re-derive these orders (`verify --repair`).
+    pub orders: Vec<i64>,
     pub quiet: bool,
 }
 
@@ -307,6 +309,7 @@ async fn body(
         report.window_orders = Some(dated.len() as u64);
         orders.extend(dated);
     }
+    orders.extend(opts.orders.iter().copied());
     let orders: Vec<i64> = orders.into_iter().collect();
     report.orders = orders.len() as u64;
     tracing::info!("sync: {} orders to re-derive", orders.len());
@@ -482,7 +485,7 @@ struct DimDelta {
 }
 
 /// `read_where`, skipped when there are no ids.
-async fn read_if<T: SourceRow>(
+pub(super) async fn read_if<T: SourceRow>(
     conn: &mut mysql_async::Conn,
     column: &'static str,
     ids: &[i64],

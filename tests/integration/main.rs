@@ -12,3 +12,4 @@ mod marts;
 mod schema_files;
 mod seed;
 mod sync;
+mod verify;
