@@ -28,7 +28,7 @@ use super::sync::{read_if, SyncOptions, SyncReport};
 use super::PipelineError;
 use crate::config::Settings;
 use crate::connect;
-use crate::extract::{self, Order, OrderItem, Payment, Snapshot};
+use crate::extract::{self, Order, OrderItem, Payment, Snapshot, SourceRow};
 use crate::load::{qualified, LoadError};
 use crate::schema::dwh::{ETL_REJECTS, FACT_PAYMENTS, FACT_SALES};
 use crate::schema::model::{quote_ident, Dialect, Table};
@@ -151,24 +151,12 @@ async fn compare(settings: &Settings) -> Result<Vec<TableCheck>, PipelineError> 
         };
         let ids = key_diff(conn, &pg, source, fact, pk, &mut check).await?;
         // Rows missing from the warehouse: their own and their orders' stamps.
-        let (rows, order_of): (Vec<(i64, i64, i64)>, Vec<i64>) =
-            if source.name == oltp::PAYMENTS.name {
-                let found: Vec<Payment> = read_if(conn, pk, &ids.missing).await?;
-                let rows: Vec<_> = found
-                    .iter()
-                    .map(|p| (p.payment_id, p.order_id, p.updated_at))
-                    .collect();
-                let orders = rows.iter().map(|r| r.1).collect();
-                (rows, orders)
-            } else {
-                let found: Vec<OrderItem> = read_if(conn, pk, &ids.missing).await?;
-                let rows: Vec<_> = found
-                    .iter()
-                    .map(|i| (i.order_item_id, i.order_id, i.updated_at))
-                    .collect();
-                let orders = rows.iter().map(|r| r.1).collect();
-                (rows, orders)
-            };
+        let rows = if source.name == oltp::PAYMENTS.name {
+            stamps::<Payment>(conn, pk, &ids.missing).await?
+        } else {
+            stamps::<OrderItem>(conn, pk, &ids.missing).await?
+        };
+        let order_of: Vec<i64> = rows.iter().map(|r| r.1).collect();
         // Rows in the facts but not in the source: the orders they are on.
         let fact_orders = fact_orders(&pg, fact, pk, &ids.extra_facts).await?;
         let mut all_orders: Vec<i64> = order_of;
@@ -206,6 +194,39 @@ async fn compare(settings: &Settings) -> Result<Vec<TableCheck>, PipelineError> 
     }
     drop(snapshot);
     Ok(out)
+}
+
+/// A fact source row: it belongs to an order.
+trait OnOrder: SourceRow {
+    fn order_id(&self) -> i64;
+}
+
+impl OnOrder for OrderItem {
+    fn order_id(&self) -> i64 {
+        self.order_id
+    }
+}
+
+impl OnOrder for Payment {
+    fn order_id(&self) -> i64 {
+        self.order_id
+    }
+}
+
+/// `(id, order_id, updated_at)` of the given source rows.
+async fn stamps<T: OnOrder>(
+    conn: &mut Conn,
+    pk: &'static str,
+    ids: &[i64],
+) -> Result<Vec<(i64, i64, i64)>, PipelineError> {
+    Ok(read_if::<T>(conn, pk, ids)
+        .await?
+        .iter()
+        .map(|r| {
+            let (updated_at, id) = r.cursor();
+            (id, r.order_id(), updated_at)
+        })
+        .collect())
 }
 
 /// The ids that differ between a source table and the warehouse.

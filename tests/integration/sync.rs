@@ -13,8 +13,8 @@ use mysql_async::prelude::Queryable;
 use salesdwh::schema::{oltp, OLTP};
 
 use crate::support::{
-    assert_marts_match_rebuild, fingerprint, last_run, pg_column, repo_root, run_expect,
-    send_signal, stderr, stdout, the_error_line, TestDbs,
+    assert_marts_match_rebuild, fingerprint, last_run, mark_backfill_unfinished, pg_column,
+    repo_root, run_expect, send_signal, stderr, stdout, the_error_line, TestDbs,
 };
 
 const DIM_FROM: &str = "2024-01-01";
@@ -560,12 +560,7 @@ async fn a_second_sync_while_one_runs_exits_1_and_changes_nothing() {
 async fn sync_refuses_an_unfinished_backfill() {
     let dbs = backfilled("3000", "12", &[]);
     let pg = dbs.pg().await;
-    pg.batch_execute(
-        "INSERT INTO dwh.backfill_state (backfill_id, first_run, plan, watermarks, indexes_dropped) \
-         VALUES (1, 1, '{}', '{}', false)",
-    )
-    .await
-    .unwrap();
+    mark_backfill_unfinished(&pg).await;
     let mut cmd = dbs.salesdwh();
     let out = run_expect(cmd.arg("sync"), 2);
     let err = stderr(&out);

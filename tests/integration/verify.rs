@@ -4,8 +4,8 @@
 use mysql_async::prelude::Queryable;
 
 use crate::support::{
-    assert_marts_match_rebuild, fingerprint, pg_column, run_expect, stderr, stdout, the_error_line,
-    TestDbs,
+    assert_marts_match_rebuild, fingerprint, mark_backfill_unfinished, pg_column, run_expect,
+    stderr, stdout, the_error_line, TestDbs,
 };
 
 const DIM_FROM: &str = "2024-01-01";
@@ -185,12 +185,7 @@ async fn verify_refuses_an_unfinished_backfill_and_an_empty_warehouse_has_no_dif
     assert_eq!(items[1..5], [0, 0, 0, 0], "{}", stdout(&out));
     assert_eq!(items[6], items[0], "{}", stdout(&out));
     let pg = dbs.pg().await;
-    pg.batch_execute(
-        "INSERT INTO dwh.backfill_state (backfill_id, first_run, plan, watermarks, indexes_dropped) \
-         VALUES (1, 1, '{}', '{}', false)",
-    )
-    .await
-    .unwrap();
+    mark_backfill_unfinished(&pg).await;
     let out = run_expect(dbs.salesdwh().arg("verify"), 2);
     let err = stderr(&out);
     assert!(the_error_line(err.lines()).contains("unfinished"), "{err}");

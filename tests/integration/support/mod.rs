@@ -446,3 +446,13 @@ pub async fn wait_for(
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
+
+/// Records an unfinished backfill, as a killed one leaves it.
+pub async fn mark_backfill_unfinished(pg: &tokio_postgres::Client) {
+    pg.batch_execute(
+        "INSERT INTO dwh.backfill_state (backfill_id, first_run, plan, watermarks, indexes_dropped) \
+         VALUES (1, 1, '{}', '{}', false)",
+    )
+    .await
+    .unwrap();
+}
