@@ -133,6 +133,12 @@ fn window(
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
+    /// Ids read per table and round trip (and the repair's sync pages) [env: BATCH_ROWS] [default: 20000]
+    #[arg(long, value_name = "N")]
+    pub batch_rows: Option<String>,
+    /// How far before each watermark a changed row counts as pending (the next sync re-reads it) [env: LOOKBACK_SECS] [default: 600]
+    #[arg(long, value_name = "SECS")]
+    pub lookback_secs: Option<String>,
     /// Then run a sync that also re-derives the orders of the differing rows, and compare again
     #[arg(long)]
     pub repair: bool,
@@ -330,6 +336,10 @@ impl Cli {
         }
         if let Command::Sync(args) = &self.command {
             raw.workers = args.workers.clone();
+            raw.batch_rows = args.batch_rows.clone();
+            raw.lookback_secs = args.lookback_secs.clone();
+        }
+        if let Command::Verify(args) = &self.command {
             raw.batch_rows = args.batch_rows.clone();
             raw.lookback_secs = args.lookback_secs.clone();
         }

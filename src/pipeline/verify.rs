@@ -35,9 +35,6 @@ use crate::schema::model::{quote_ident, Dialect, Table};
 use crate::schema::oltp;
 use crate::state::{self, Watermark};
 
-/// Primary-key values compared per round trip.
-const RANGE: i64 = 200_000;
-
 #[derive(Debug, Clone)]
 pub struct VerifyOptions {
     pub repair: bool,
@@ -127,6 +124,8 @@ async fn compare(settings: &Settings) -> Result<Vec<TableCheck>, PipelineError> 
         return Err(PipelineError::BackfillUnfinished);
     }
     let marks = state::watermarks(&pg).await?;
+    // Ids read per list and round trip.
+    let page = settings.batch_rows.clamp(1, 1_000_000) as i64;
     let mut snapshot = Snapshot::open(&settings.mysql, settings.connect_timeout, 1).await?;
     let conn = &mut snapshot.readers[0];
     let lookback = i64::try_from(settings.lookback_secs)
@@ -149,7 +148,7 @@ async fn compare(settings: &Settings) -> Result<Vec<TableCheck>, PipelineError> 
             source_table: source.name,
             ..TableCheck::default()
         };
-        let ids = key_diff(conn, &pg, source, fact, pk, &mut check).await?;
+        let ids = key_diff(conn, &pg, source, fact, pk, page, &mut check).await?;
         // Rows missing from the warehouse: their own and their orders' stamps.
         let rows = if source.name == oltp::PAYMENTS.name {
             stamps::<Payment>(conn, pk, &ids.missing).await?
@@ -237,93 +236,79 @@ struct KeyDiff {
     extra_rejects: usize,
 }
 
-/// Walks the primary-key span of both sides range by range and compares
-/// the id lists (each read in key order); counts go into `check`.
+/// Walks both sides in primary-key order, a page at a time, and compares
+/// the id lists; counts go into `check`. Each page reads at most `page`
+/// ids of every list and compares up to the lowest last id of the lists
+/// that filled up, so gaps in the keys cost nothing and memory holds one
+/// page whatever the key distribution.
 async fn key_diff(
     conn: &mut Conn,
     pg: &tokio_postgres::Client,
     source: &Table,
     fact: &Table,
     pk: &str,
+    page: i64,
     check: &mut TableCheck,
 ) -> Result<KeyDiff, PipelineError> {
     let my_pk = quote_ident(Dialect::MySql, pk);
-    let my_table = quote_ident(Dialect::MySql, source.name);
     let pg_pk = quote_ident(Dialect::Postgres, pk);
     let what = |w: &str| format!("{w} of {}", source.name);
-    let span: Row = conn
-        .query_first(format!("SELECT MIN({my_pk}), MAX({my_pk}) FROM {my_table}"))
-        .await
-        .map_err(|e| query_failed(what("the key span"), e))?
-        .ok_or_else(|| {
-            query_failed(
-                what("the key span"),
-                mysql_async::Error::Other("no row".into()),
-            )
-        })?;
-    let int = |row: &Row, i: usize| -> Option<i64> {
-        row.as_ref(i)
-            .and_then(|v| extract::value::int(v, "id").ok())
-    };
-    let wh: tokio_postgres::Row = pg
-        .query_one(
-            &format!(
-                "SELECT min(k), max(k) FROM (SELECT min({pg_pk}) AS k FROM {0} UNION ALL SELECT max({pg_pk}) FROM {0} \
-                 UNION ALL SELECT min(source_pk) FROM {1} WHERE source_table = $1 AND resolved_run IS NULL \
-                 UNION ALL SELECT max(source_pk) FROM {1} WHERE source_table = $1 AND resolved_run IS NULL) t",
-                qualified(fact),
-                qualified(&ETL_REJECTS)
-            ),
-            &[&source.name],
-        )
-        .await
-        .map_err(LoadError::pg(what("the warehouse's key span")))?;
-    let bounds: Vec<i64> = [int(&span, 0), int(&span, 1), wh.get(0), wh.get(1)]
-        .into_iter()
-        .flatten()
-        .collect();
-    let mut diff = KeyDiff::default();
-    let (Some(&lo), Some(&hi)) = (bounds.iter().min(), bounds.iter().max()) else {
-        return Ok(diff); // both sides empty
-    };
-    let source_sql =
-        format!("SELECT {my_pk} FROM {my_table} WHERE {my_pk} BETWEEN ? AND ? ORDER BY {my_pk}");
+    let source_sql = format!(
+        "SELECT {my_pk} FROM {} WHERE {my_pk} >= ? ORDER BY {my_pk} LIMIT ?",
+        quote_ident(Dialect::MySql, source.name)
+    );
     let facts_sql = format!(
-        "SELECT {pg_pk} FROM {} WHERE {pg_pk} BETWEEN $1 AND $2 ORDER BY 1",
+        "SELECT {pg_pk} FROM {} WHERE {pg_pk} >= $1 ORDER BY 1 LIMIT $2",
         qualified(fact)
     );
     let rejects_sql = format!(
         "SELECT source_pk FROM {} WHERE source_table = $3 AND resolved_run IS NULL \
-         AND source_pk BETWEEN $1 AND $2 ORDER BY 1",
+         AND source_pk >= $1 ORDER BY 1 LIMIT $2",
         qualified(&ETL_REJECTS)
     );
-    let mut from = i128::from(lo);
-    while from <= i128::from(hi) {
-        let to = (from + i128::from(RANGE) - 1).min(i128::from(hi));
-        let (a, b) = (from as i64, to as i64);
+    let column =
+        |rows: Vec<tokio_postgres::Row>| -> Vec<i64> { rows.iter().map(|r| r.get(0)).collect() };
+    let mut diff = KeyDiff::default();
+    let mut from = i64::MIN;
+    loop {
         let mut src = Vec::new();
         let mut stream = conn
-            .exec_stream::<Row, _, _>(source_sql.as_str(), (a, b))
+            .exec_stream::<Row, _, _>(source_sql.as_str(), (from, page))
             .await
             .map_err(|e| query_failed(what("the ids"), e))?;
         while let Some(row) = stream.next().await {
             let row = row.map_err(|e| query_failed(what("the ids"), e))?;
-            src.extend(int(&row, 0));
+            let v = row.as_ref(0).unwrap_or(&mysql_async::Value::NULL);
+            src.push(extract::value::int(v, "id").map_err(|e| {
+                PipelineError::Extract(extract::ExtractError::Value {
+                    table: source.name,
+                    pk: format!("{v:?}"),
+                    source: e,
+                })
+            })?);
         }
         drop(stream);
-        let column = |rows: Vec<tokio_postgres::Row>| -> Vec<i64> {
-            rows.iter().map(|r| r.get(0)).collect()
-        };
-        let facts = column(
-            pg.query(&facts_sql, &[&a, &b])
+        let mut facts = column(
+            pg.query(&facts_sql, &[&from, &page])
                 .await
                 .map_err(LoadError::pg(what("the loaded ids")))?,
         );
-        let rejects = column(
-            pg.query(&rejects_sql, &[&a, &b, &source.name])
+        let mut rejects = column(
+            pg.query(&rejects_sql, &[&from, &page, &source.name])
                 .await
                 .map_err(LoadError::pg(what("the rejected ids")))?,
         );
+        // Compared up to where every list is complete.
+        let end = [&src, &facts, &rejects]
+            .into_iter()
+            .filter(|ids| ids.len() as i64 == page)
+            .filter_map(|ids| ids.last().copied())
+            .min();
+        if let Some(end) = end {
+            for ids in [&mut src, &mut facts, &mut rejects] {
+                ids.retain(|&id| id <= end);
+            }
+        }
         check.source_rows += src.len() as u64;
         check.facts += facts.len() as u64;
         check.rejects += rejects.len() as u64;
@@ -338,7 +323,10 @@ async fn key_diff(
         diff.extra_facts
             .extend(facts.iter().filter(|id| !present.contains(id)));
         diff.extra_rejects += rejects.iter().filter(|id| !present.contains(id)).count();
-        from = to + 1;
+        match end.and_then(|e| e.checked_add(1)) {
+            Some(next) => from = next,
+            None => break,
+        }
     }
     Ok(diff)
 }
