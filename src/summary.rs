@@ -185,6 +185,7 @@ fn checks(out: &mut String, checks: &[TableCheck]) {
         for (what, rows) in [
             ("loaded but gone from the source", &c.extra),
             ("in the source but neither loaded nor rejected", &c.missing),
+            ("both loaded and rejected", &c.doubled),
         ] {
             if rows.is_empty() {
                 continue;
@@ -205,15 +206,6 @@ fn checks(out: &mut String, checks: &[TableCheck]) {
                 } else {
                     String::new()
                 }
-            );
-        }
-        if !c.doubled.is_empty() {
-            let listed: Vec<String> = c.doubled.iter().take(SHOWN).map(i64::to_string).collect();
-            let _ = writeln!(
-                out,
-                "verify:   {} both loaded and rejected: {}",
-                c.source_table,
-                listed.join(", ")
             );
         }
     }

@@ -61,7 +61,7 @@ pub struct TableCheck {
     /// In the source, neither loaded nor rejected, and no sync will read them.
     pub missing: Vec<Differing>,
     /// Both loaded and openly rejected (an accounting breach).
-    pub doubled: Vec<i64>,
+    pub doubled: Vec<Differing>,
     /// Differences the next sync settles (changed since the watermark).
     pub pending: u64,
 }
@@ -101,7 +101,7 @@ pub async fn run(settings: &Settings, opts: &VerifyOptions) -> Result<VerifyRepo
     let orders: BTreeSet<i64> = report
         .tables
         .iter()
-        .flat_map(|t| t.extra.iter().chain(&t.missing))
+        .flat_map(|t| t.extra.iter().chain(&t.missing).chain(&t.doubled))
         .map(|d| d.order_id)
         .collect();
     if opts.repair && !orders.is_empty() {
@@ -157,7 +157,9 @@ async fn compare(settings: &Settings) -> Result<Vec<TableCheck>, PipelineError> 
         };
         let order_of: Vec<i64> = rows.iter().map(|r| r.1).collect();
         // Rows in the facts but not in the source: the orders they are on.
-        let fact_orders = fact_orders(&pg, fact, pk, &ids.extra_facts).await?;
+        let mut on_facts = ids.extra_facts.clone();
+        on_facts.extend(&ids.doubled);
+        let fact_orders = fact_orders(&pg, fact, pk, &on_facts).await?;
         let mut all_orders: Vec<i64> = order_of;
         all_orders.extend(fact_orders.values().copied());
         all_orders.sort_unstable();
@@ -187,6 +189,14 @@ async fn compare(settings: &Settings) -> Result<Vec<TableCheck>, PipelineError> 
                 check.extra.push(Differing { id, order_id });
             }
         }
+        check.doubled = ids
+            .doubled
+            .iter()
+            .map(|&id| Differing {
+                id,
+                order_id: fact_orders.get(&id).copied().unwrap_or_default(),
+            })
+            .collect();
         // A reject whose row left the source: every sync releases it.
         check.pending += ids.extra_rejects as u64;
         out.push(check);
@@ -232,6 +242,8 @@ async fn stamps<T: OnOrder>(
 #[derive(Debug, Default)]
 struct KeyDiff {
     missing: Vec<i64>,
+    /// Both loaded and openly rejected.
+    doubled: Vec<i64>,
     extra_facts: Vec<i64>,
     extra_rejects: usize,
 }
@@ -314,7 +326,7 @@ async fn key_diff(
         check.rejects += rejects.len() as u64;
         let rejected: BTreeSet<i64> = rejects.iter().copied().collect();
         let loaded: BTreeSet<i64> = facts.iter().copied().collect();
-        check.doubled.extend(loaded.intersection(&rejected));
+        diff.doubled.extend(loaded.intersection(&rejected));
         let present: BTreeSet<i64> = src.iter().copied().collect();
         diff.missing.extend(
             src.iter()

@@ -96,6 +96,15 @@ async fn verify_finds_deletes_and_unseen_rows_and_repair_makes_a_fresh_backfill(
              FROM order_items WHERE order_id = {order} ORDER BY order_item_id LIMIT 1"
         )
     };
+    // An accounting breach: a loaded line of d also held as an open reject.
+    let doubled: i64 = pg_column(&pg, &first_item(d)).await[0];
+    pg.execute(
+        "INSERT INTO dwh.etl_rejects (source_table, source_pk, reason, payload, first_seen_run, last_seen_run) \
+         VALUES ('order_items', $1, 'item_bad_quantity', '{}', 1, 1)",
+        &[&doubled],
+    )
+    .await
+    .unwrap();
     for sql in [
         // Deleted outright: a line of a, all of b.
         format!("DELETE FROM order_items WHERE order_item_id = {line_a}"),
@@ -138,14 +147,24 @@ async fn verify_finds_deletes_and_unseen_rows_and_repair_makes_a_fresh_backfill(
         vec![back_dated],
         "{text}"
     );
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.contains("order_items both loaded and rejected"))
+            .collect::<Vec<_>>(),
+        [
+            format!("verify:   order_items both loaded and rejected: {doubled} (order {d})")
+                .as_str()
+        ],
+        "{text}"
+    );
     let items = counts(&text, "order_items");
-    assert_eq!(items[3..], [extra.len() as i64, 1, 0, 2], "{text}");
+    assert_eq!(items[3..], [extra.len() as i64, 1, 1, 2], "{text}");
     let err = stderr(&out);
     let line = the_error_line(err.lines());
     assert!(
         line.contains(&format!(
             "differs from the source in {} rows",
-            extra.len() + payments_b.len() + 1
+            extra.len() + payments_b.len() + 2
         )) && line.contains("verify --repair"),
         "{line}"
     );
